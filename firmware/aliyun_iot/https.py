@@ -1,0 +1,113 @@
+# Dynamic registration over HTTPS (pre-registered devices). Stock firmware's
+# `requests` sets CERT_NONE and reads bodies without a bound, so this speaks
+# the one HTTP/1.1 POST itself over a verifying SSLContext.
+import json
+import socket
+
+from aliyun_iot import creds, netio, tls
+from aliyun_iot.errors import BadReply, IotError, NetworkError
+from aliyun_iot.register import check_reply
+
+_MAX_RESPONSE = 2048
+_PATH = "/auth/register/device"
+
+
+def endpoint(cfg):
+    return cfg["auth_host"] or "iot-auth.%s.aliyuncs.com" % cfg["region"], cfg["auth_port"] or 443
+
+
+def _post(cfg, host, port, body):
+    try:
+        addr = socket.getaddrinfo(host, port)[0][-1]
+    except OSError as e:
+        raise NetworkError("DNS lookup of %s failed: %s" % (host, e), "dns")
+    raw = socket.socket()
+    sock = None
+    try:
+        raw.settimeout(cfg["timeout"])
+        raw.connect(addr)
+        sock = netio.Deadline(tls.context(cfg).wrap_socket(raw, server_hostname=host), cfg["timeout"] * 1000,
+                              _MAX_RESPONSE)
+        head = (
+            "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+            "Content-Length: %d\r\nConnection: close\r\n\r\n" % (_PATH, host, len(body))
+        )
+        sock.write(head.encode() + body)
+        return _read_response(sock)
+    except Exception as e:
+        err = netio.classify(e, "HTTPS registration at %s:%d" % (host, port))
+        if err is None:
+            raise
+        raise err
+    finally:
+        (sock or raw).close()
+
+
+def _read_response(sock):
+    # Headers byte by byte (a few hundred), then exactly Content-Length, so a
+    # server that keeps the connection open does not run into the deadline.
+    buf = b""
+    while buf.find(b"\r\n\r\n") < 0:
+        b = sock.read(1)
+        if not b:
+            return buf
+        buf += b
+        if len(buf) > _MAX_RESPONSE:
+            raise BadReply("HTTPS registration response headers larger than %d bytes" % _MAX_RESPONSE)
+    size = None
+    for line in buf.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            v = line[15:].strip()
+            size = int(v) if v.isdigit() else -1
+    if size is not None and not 0 <= size <= _MAX_RESPONSE:
+        raise BadReply("HTTPS registration response body length is invalid or over %d bytes" % _MAX_RESPONSE)
+    end = buf.find(b"\r\n\r\n") + 4
+    want = (_MAX_RESPONSE if size is None else size) - (len(buf) - end)
+    rest = sock.read(want) if want > 0 else b""
+    if size is None and len(rest) >= want:
+        raise BadReply("HTTPS registration response larger than %d bytes" % _MAX_RESPONSE)
+    return buf + rest
+
+
+def parse_response(data, pk, dn):
+    """The credential from an HTTP response to the registration POST."""
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        raise BadReply("HTTPS registration response is not HTTP")
+    head, body = data[:end], data[end + 4 :]
+    status = head.split(b"\r\n", 1)[0].split(b" ")
+    if len(status) < 2 or not status[0].startswith(b"HTTP/"):
+        raise BadReply("HTTPS registration response is not HTTP")
+    code = int(status[1]) if status[1].isdigit() else 0
+    if code >= 500:
+        raise NetworkError("HTTPS registration: server error %d" % code, "http%d" % code)
+    if code != 200:
+        raise IotError("HTTPS registration refused with HTTP %d" % code, "http%d" % code)
+    try:
+        d = json.loads(body)
+    except ValueError:
+        raise BadReply("HTTPS registration response body is not JSON")
+    if not isinstance(d, dict):
+        raise BadReply("HTTPS registration response body is not a JSON object")
+    c = d.get("code")
+    if c == 6289:
+        raise IotError(
+            "HTTPS registration refused: device is already activated; reset it with ResetThing in the console",
+            "activated",
+        )
+    if c != 200:
+        msg = d.get("message")
+        raise IotError("HTTPS registration refused, code %s: %s" % (c, msg if isinstance(msg, str) else ""),
+                       "https%s" % c)
+    data = d.get("data")
+    if not isinstance(data, dict):
+        raise BadReply("HTTPS registration response has no data object")
+    return check_reply(data, pk, dn, "register")
+
+
+def register_once(cfg, dn):
+    """One HTTPS registration attempt; returns the credential dict."""
+    pk = cfg["product_key"]
+    host, port = endpoint(cfg)
+    body = creds.https_form(pk, cfg["product_secret"], dn, creds.fresh_random(), cfg["sign_method"])
+    return parse_response(_post(cfg, host, port, body), pk, dn)

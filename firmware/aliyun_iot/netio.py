@@ -1,0 +1,115 @@
+# Deadlines on every socket wait, and one place that turns socket, TLS and
+# DNS failures into the package's errors.
+import errno
+import time
+
+from micropython import const
+
+from aliyun_iot.errors import IotError, NetworkError, Timeout, TlsError
+
+_CHUNK = const(32)
+# Timeout errno values: this port's, plus the ESP32's (newlib) and Linux's.
+_TIMEOUT = (errno.ETIMEDOUT, errno.EAGAIN, 11, 110, 116)
+# mbedTLS codes meaning "the peer does not speak TLS as expected": a retry meets the same peer.
+_TLS_FATAL = (-0x7200, -0x7300, -0x7700, -0x6E80, -0x7780, -0x7080, -0x6C00)
+# CPython's names for the same (the host shims run the firmware there too).
+_TLS_FATAL_NAMES = ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG", "UNKNOWN_PROTOCOL")
+
+
+def classify(e, what):
+    """The package error for exception e raised while doing `what`."""
+    if isinstance(e, IotError):
+        return e
+    if isinstance(e, ValueError):
+        # MicroPython's ssl (and CPython's SSLCertVerificationError) report a bad certificate so.
+        return TlsError("%s: TLS certificate verification failed: %s" % (what, str(e).strip()), "tls_verify")
+    if isinstance(e, OSError):
+        code = e.args[0] if e.args else None
+        if code in _TIMEOUT or code == "timed out":
+            return Timeout("%s: timed out" % what)
+        if code in _TLS_FATAL or getattr(e, "reason", None) in _TLS_FATAL_NAMES:
+            return TlsError("%s: the server does not speak TLS as expected (%s)" % (what, e), "tls_protocol")
+        if isinstance(code, int) and code < -0x1000:
+            return NetworkError("%s: TLS handshake failed (mbedTLS -0x%04x)" % (what, -code), "tls_handshake")
+        return NetworkError("%s: %s" % (what, e))
+    return None
+
+
+class Deadline:
+    """A connected socket whose every read and write ends within timeout_ms.
+
+    umqtt.simple calls setblocking(True) inside wait_msg(), which would block
+    for ever; here it restores the deadline instead. Reads larger than
+    max_read are refused before anything is allocated for them.
+    """
+
+    def __init__(self, sock, timeout_ms, max_read):
+        self.sock = sock
+        self.timeout_ms = timeout_ms
+        self.max_read = max_read
+        self._block = True
+        sock.settimeout(timeout_ms / 1000)
+
+    def setblocking(self, flag):
+        self._block = flag
+        self.sock.settimeout(self.timeout_ms / 1000 if flag else 0)
+
+    def settimeout(self, t):
+        self._block = t != 0
+        self.sock.settimeout(self.timeout_ms / 1000 if t is None else t)
+
+    def read(self, n):
+        """Up to n bytes: fewer only at end of stream."""
+        if n > self.max_read:
+            from aliyun_iot.errors import BadReply
+
+            raise BadReply("peer announced %d bytes; at most %d are accepted" % (n, self.max_read))
+        if not self._block:
+            return self.sock.read(n)
+        limit = self.timeout_ms
+        t0 = time.ticks_ms()
+        out = b""
+        while len(out) < n:
+            left = limit - time.ticks_diff(time.ticks_ms(), t0)
+            if left <= 0:
+                raise Timeout("read timed out after %d ms" % limit)
+            self.sock.settimeout(left / 1000)
+            try:
+                chunk = self.sock.read(min(n - len(out), _CHUNK))
+            except OSError as e:
+                raise classify(e, "read")
+            if not chunk:
+                break
+            out += chunk
+        return out
+
+    def poll(self, wait_ms):
+        """One byte if it arrives within wait_ms (0: only if already here), else None."""
+        self.sock.settimeout(wait_ms / 1000)
+        try:
+            b = self.sock.read(1)
+        except OSError as e:
+            err = classify(e, "read")
+            if isinstance(err, Timeout):
+                return None
+            raise err
+        if b is None:
+            return None
+        if not b:
+            raise NetworkError("connection closed by the server", "closed")
+        return b
+
+    def write(self, buf, n=None):
+        if n is not None:
+            buf = memoryview(buf)[:n]
+        self.sock.settimeout(self.timeout_ms / 1000)
+        try:
+            return self.sock.write(buf)
+        except OSError as e:
+            raise classify(e, "write")
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass

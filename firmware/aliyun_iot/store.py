@@ -1,0 +1,110 @@
+# The DeviceSecret (or regnwl token) on the board's littlefs: one small file,
+# replaced atomically (write temp, os.rename), read back and checked. A
+# corrupt file is an error, never "no credential": after activation a lost
+# secret locks the device out until ResetThing.
+import hashlib
+import json
+import os
+from binascii import hexlify
+
+from aliyun_iot.errors import StorageError
+
+PATH = "aliyun_iot.cred"
+_VERSION = 1
+_MAX_FILE = 1024
+_MAX_FIELD = 256
+_FIELDS = {"secret": ("ds",), "token": ("cid", "tok")}
+_ENOENT = 2
+_ENOSPC = 28
+
+
+def _check(cred):
+    kind = cred.get("kind")
+    names = _FIELDS.get(kind)
+    if names is None:
+        raise StorageError("credential kind must be secret or token, got %r" % (kind,), "corrupt")
+    parts = [str(_VERSION), kind]
+    for k in ("pk", "dn") + names:
+        v = cred.get(k)
+        if not isinstance(v, str) or not 0 < len(v) <= _MAX_FIELD:
+            raise StorageError("credential field %s missing or invalid" % k, "corrupt")
+        parts.append(v)
+    return hexlify(hashlib.sha256("\n".join(parts).encode()).digest()).decode()[:16]
+
+
+def encode(cred):
+    """Bytes of the credential file for cred (a dict: kind, pk, dn and ds, or cid and tok)."""
+    d = {"v": _VERSION, "kind": cred["kind"], "pk": cred["pk"], "dn": cred["dn"]}
+    for k in _FIELDS.get(cred["kind"], ()):
+        d[k] = cred[k]
+    d["chk"] = _check(cred)
+    return json.dumps(d).encode() + b"\n"
+
+
+def decode(data):
+    """The credential dict in data; StorageError('corrupt') if it is damaged in any way."""
+    try:
+        d = json.loads(data)
+    except ValueError:
+        raise StorageError("credential file is corrupt (not JSON)", "corrupt")
+    if not isinstance(d, dict) or d.get("v") != _VERSION:
+        raise StorageError("credential file is corrupt or of an unknown version", "corrupt")
+    cred = {"kind": d.get("kind"), "pk": d.get("pk"), "dn": d.get("dn")}
+    for k in _FIELDS.get(d.get("kind"), ()):
+        cred[k] = d.get(k)
+    if d.get("chk") != _check(cred):
+        raise StorageError("credential file is corrupt (check value mismatch)", "corrupt")
+    return cred
+
+
+def load(path=PATH):
+    """The stored credential, or None when none is stored. Raises StorageError if it is corrupt."""
+    try:
+        f = open(path, "rb")
+    except OSError as e:
+        if e.args[0] == _ENOENT:
+            return None
+        raise StorageError("cannot open %s: %s" % (path, e), "io")
+    try:
+        data = f.read(_MAX_FILE + 1)
+    finally:
+        f.close()
+    if len(data) > _MAX_FILE:
+        raise StorageError("credential file is corrupt (too large)", "corrupt")
+    return decode(data)
+
+
+def _remove(path):
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+def save(cred, path=PATH, overwrite=False):
+    """Store cred atomically. An existing, different credential is replaced only if overwrite is True."""
+    data = encode(cred)
+    if not overwrite:
+        old = load(path)  # a corrupt file raises: never silently replaced
+        if old == cred:
+            return
+        if old is not None:
+            raise StorageError(
+                "a credential for %s/%s is already stored; refusing to replace it without overwrite"
+                % (old["pk"], old["dn"]),
+                "exists",
+            )
+    tmp = path + ".tmp"
+    try:
+        with open(tmp, "wb") as f:
+            n = f.write(data)
+        if n != len(data):
+            raise OSError(_ENOSPC)
+        os.rename(tmp, path)
+    except OSError as e:
+        _remove(tmp)
+        if e.args[0] == _ENOSPC:
+            raise StorageError("flash is full: credential not written, previous state kept", "full")
+        raise StorageError("writing the credential failed: %s" % e, "io")
+    if load(path) != cred:
+        raise StorageError("credential read back differs from what was written", "verify")

@@ -1,0 +1,80 @@
+# TLS that verifies: CERT_REQUIRED, the platform's roots (or the configured
+# CA), and the server name checked by the caller's server_hostname.
+import ssl
+from binascii import a2b_base64
+
+from aliyun_iot.errors import ConfigError
+
+_MAX_CA_FILE = 16384
+
+
+def split_der(data):
+    """Split concatenated DER certificates into a list (mbedTLS loads one per call)."""
+    out = []
+    i = 0
+    while i < len(data):
+        if data[i] != 0x30 or i + 2 > len(data):
+            raise ConfigError("ca file is neither DER nor PEM certificates")
+        n = data[i + 1]
+        if n < 0x80:
+            head, size = 2, n
+        else:
+            k = n & 0x7F
+            if not 1 <= k <= 3:
+                raise ConfigError("ca file holds a malformed DER certificate")
+            head, size = 2 + k, int.from_bytes(data[i + 2 : i + 2 + k], "big")
+        end = i + head + size
+        if end > len(data):
+            raise ConfigError("ca file holds a truncated DER certificate")
+        out.append(data[i:end])
+        i = end
+    if not out:
+        raise ConfigError("ca file holds no certificate")
+    return out
+
+
+def _pem_to_der(text):
+    out = []
+    for block in text.split(b"-----BEGIN CERTIFICATE-----")[1:]:
+        body = block.split(b"-----END CERTIFICATE-----")[0]
+        out.append(a2b_base64(b"".join(body.split())))
+    if not out:
+        raise ConfigError("ca file holds no PEM certificate")
+    return out
+
+
+def roots(cfg):
+    """DER roots to trust: the configured ca file, else both platform roots."""
+    path = cfg.get("ca")
+    if not path:
+        from aliyun_iot import roots as r
+
+        return [r.ALIYUN_IOT, r.GLOBALSIGN_R1]
+    try:
+        with open(path, "rb") as f:
+            data = f.read(_MAX_CA_FILE + 1)
+    except OSError:
+        raise ConfigError("ca file %s not found on the board" % path)
+    if len(data) > _MAX_CA_FILE:
+        raise ConfigError("ca file %s is larger than %d bytes" % (path, _MAX_CA_FILE))
+    if data.startswith(b"-----BEGIN"):
+        return _pem_to_der(data)
+    return split_der(data)
+
+
+def context(cfg):
+    """An SSLContext that requires a certificate chained to the trusted roots."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    for der in roots(cfg):
+        ctx.load_verify_locations(cadata=der)
+    return ctx
+
+
+def legacy_params(cfg, host):
+    """ssl_params for umqtt.simple 1.3.4's ssl.wrap_socket, which takes a single root: pick the endpoint's."""
+    rs = roots(cfg)
+    der = rs[0]
+    if not cfg.get("ca") and ".iot-as-mqtt." in host:
+        der = rs[1]  # old public endpoints chain to GlobalSign R1
+    return {"cert_reqs": ssl.CERT_REQUIRED, "cadata": der, "server_hostname": host}
