@@ -118,5 +118,10 @@ def fail(e, led_pin=None):
     if isinstance(e, IotError):
         log("fatal %s code=%s: %s" % (type(e).__name__, e.code, e.msg))
     else:
+        # Not one of ours: a bug. The traceback is what a bug report needs.
+        import sys
+
+        if hasattr(sys, "print_exception"):
+            sys.print_exception(e)
         log("fatal %s code=internal: %s" % (type(e).__name__, e))
     Led(led_pin).blink(5)

@@ -57,7 +57,6 @@ _CAUSES = {
 class Refused(IotError):
     def __init__(self, rc, what="connection"):
         super().__init__(
-            self,
             "%s refused, CONNACK %d: %s" % (what, rc, _CAUSES.get(rc, "unknown code")),
             "connack%d" % rc,
             rc == 3,

@@ -18,10 +18,12 @@ class _TimedSockets:
     def __init__(self, mod):
         self._mod = mod
         self.timeout = 10
+        self.last = None
 
     def socket(self, *args):
         s = self._mod.socket(*args)
         s.settimeout(self.timeout)
+        self.last = s  # the raw socket under umqtt's TLS socket, which carries the timeout
         return s
 
     def getaddrinfo(self, host, port, *args):
@@ -91,7 +93,7 @@ class Link:
             raise err
         Link.generation = gen
         self.client = c
-        self.sock = c.sock = netio.Deadline(c.sock, timeout * 1000, max_packet)
+        self.sock = c.sock = netio.Deadline(c.sock, timeout * 1000, max_packet, _umqtt.socket.last)
 
     @staticmethod
     def _drop(c):

@@ -43,20 +43,22 @@ class Deadline:
     max_read are refused before anything is allocated for them.
     """
 
-    def __init__(self, sock, timeout_ms, max_read):
+    def __init__(self, sock, timeout_ms, max_read, raw=None):
         self.sock = sock
+        # MicroPython's TLS socket has no settimeout(): the socket under it carries the timeout.
+        self._timer = sock if hasattr(sock, "settimeout") else raw
         self.timeout_ms = timeout_ms
         self.max_read = max_read
         self._block = True
-        sock.settimeout(timeout_ms / 1000)
+        self._timer.settimeout(timeout_ms / 1000)
 
     def setblocking(self, flag):
         self._block = flag
-        self.sock.settimeout(self.timeout_ms / 1000 if flag else 0)
+        self._timer.settimeout(self.timeout_ms / 1000 if flag else 0)
 
     def settimeout(self, t):
         self._block = t != 0
-        self.sock.settimeout(self.timeout_ms / 1000 if t is None else t)
+        self._timer.settimeout(self.timeout_ms / 1000 if t is None else t)
 
     def read(self, n):
         """Up to n bytes: fewer only at end of stream."""
@@ -73,7 +75,7 @@ class Deadline:
             left = limit - time.ticks_diff(time.ticks_ms(), t0)
             if left <= 0:
                 raise Timeout("read timed out after %d ms" % limit)
-            self.sock.settimeout(left / 1000)
+            self._timer.settimeout(left / 1000)
             try:
                 chunk = self.sock.read(min(n - len(out), _CHUNK))
             except OSError as e:
@@ -85,7 +87,7 @@ class Deadline:
 
     def poll(self, wait_ms):
         """One byte if it arrives within wait_ms (0: only if already here), else None."""
-        self.sock.settimeout(wait_ms / 1000)
+        self._timer.settimeout(wait_ms / 1000)
         try:
             b = self.sock.read(1)
         except OSError as e:
@@ -102,7 +104,7 @@ class Deadline:
     def write(self, buf, n=None):
         if n is not None:
             buf = memoryview(buf)[:n]
-        self.sock.settimeout(self.timeout_ms / 1000)
+        self._timer.settimeout(self.timeout_ms / 1000)
         try:
             return self.sock.write(buf)
         except OSError as e:

@@ -48,14 +48,18 @@ def register_once(cfg, dn):
     login = creds.register_login(
         pk, cfg["product_secret"], dn, cfg["sign_method"], creds.fresh_random(), mode, cfg["instance_id"]
     )
-    link = Link(cfg, login, True, 0, _MAX_REPLY + 64, "registration")
+    # A keepalive the platform accepts on any login, though this session lasts seconds.
+    link = Link(cfg, login, True, cfg["keepalive"], _MAX_REPLY + 64, "registration")
     try:
         limit = cfg["timeout"] * 1000
         t0 = time.ticks_ms()
         while True:
-            if time.ticks_diff(time.ticks_ms(), t0) > limit:
+            try:
+                if time.ticks_diff(time.ticks_ms(), t0) > limit:
+                    raise Timeout("")
+                hdr, body = link.read_packet()
+            except Timeout:
                 raise Timeout("no registration reply within %d s" % cfg["timeout"])
-            hdr, body = link.read_packet()
             if hdr & 0xF0 != _PUBLISH:
                 continue  # e.g. a PINGRESP: not the reply
             topic, payload = link.parse_publish(hdr, body)

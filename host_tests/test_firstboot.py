@@ -1,0 +1,136 @@
+"""First boot end to end: the firmware's boot flow on CPython and on the MicroPython unix port, against the
+emulator over TLS with certificate and hostname verification."""
+
+import sys
+
+import pytest
+
+from host_tests.plugins.firmware import board_flash, boot
+
+sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1] / "firmware"))
+from aliyun_iot import store  # noqa: E402  (the firmware's own decoder, run on the host)
+
+PK, PS = "a1FirstBoot", "Ps3cretForFirstBoot0"
+
+
+def _secrets(emu, pk, dn):
+    dev = emu.device(pk, dn) or {}
+    return [PS, dev.get("secret"), dev.get("token")]
+
+
+@pytest.fixture(scope="module")
+def emu(request, tmp_path_factory):
+    # One emulator for the module: each test uses its own DeviceName, so tests do not interfere.
+    from host_tests.plugins.emulator import EmulatorProcess
+
+    base = tmp_path_factory.mktemp("emu")
+    e = EmulatorProcess(base / "state", base / "emulator.log",
+                        ["--product", "%s=%s" % (PK, PS), "--regnwl", PK, "--register-linger", "3"])
+    e.start()
+    yield e
+    e.stop()
+
+
+@pytest.mark.parametrize("mode", ["register", "regnwl", "https"])
+def test_first_boot_registers_persists_then_skips(runtime, flash, emu, mode, secret_guard):
+    dn = "fb-%s-%s" % (mode, runtime[:2])
+    if mode != "regnwl":
+        emu.add_device(PK, dn)
+    board_flash(emu, flash, product_key=PK, product_secret=PS, device_name=dn, mode=mode)
+
+    first = boot(runtime, flash)
+    secret_guard.secret(*_secrets(emu, PK, dn))
+    secret_guard.output(first.stdout, first.stderr)
+    assert first.result == "online", first.stdout + first.stderr
+    assert first.states == ["boot", "wifi", "clock", "registering", "stored", "registered", "connecting", "online"]
+    assert first.attempts == 1
+
+    stored = (flash / "aliyun_iot.cred").read_bytes()
+    cred = store.decode(stored)
+    dev = emu.device(PK, dn)
+    assert dev["activated"] is True
+    if mode == "regnwl":
+        assert cred["kind"] == "token" and cred["tok"] == dev["token"] and cred["cid"] == dev["client_id"]
+    else:
+        assert cred["kind"] == "secret" and cred["ds"] == dev["secret"]
+    assert (cred["pk"], cred["dn"]) == (PK, dn)
+    assert not (flash / "aliyun_iot.cred.tmp").exists()
+
+    # Reboot: the stored credential is used; registering again would be refused (activated).
+    second = boot(runtime, flash)
+    secret_guard.output(second.stdout, second.stderr, emu.log())
+    assert second.result == "online", second.stdout + second.stderr
+    assert "registering" not in second.states
+    assert "registration skipped" in second.stdout
+    assert (flash / "aliyun_iot.cred").read_bytes() == stored
+
+
+@pytest.mark.parametrize("api", ["1.3.4", "1.4.0", "1.6"])
+def test_each_umqtt_generation_registers_over_verified_tls(runtime, flash, emu, api, secret_guard):
+    dn = "gen-%s-%s" % (api.replace(".", ""), runtime[:2])
+    emu.add_device(PK, dn)
+    board_flash(emu, flash, product_key=PK, product_secret=PS, device_name=dn)
+    b = boot(runtime, flash, env={"UMQTT_API": api})
+    secret_guard.secret(*_secrets(emu, PK, dn))
+    secret_guard.output(b.stdout, b.stderr)
+    assert b.result == "online", b.stdout + b.stderr
+    assert emu.device(PK, dn)["activated"] is True
+
+
+def test_wrong_product_secret_stops_after_one_attempt(runtime, flash, emu, secret_guard):
+    dn = "wrongps-" + runtime[:2]
+    emu.add_device(PK, dn)
+    wrong = "NotTheProductSecret1"
+    board_flash(emu, flash, product_key=PK, product_secret=wrong, device_name=dn, attempts=5)
+    b = boot(runtime, flash)
+    secret_guard.secret(PS, wrong)
+    secret_guard.output(b.stdout, b.stderr)
+    assert b.result == "fatal Refused connack4", b.stdout + b.stderr
+    assert b.attempts == 1
+    assert "wrong ProductSecret" in b.stdout and "ResetThing" in b.stdout
+    assert not (flash / "aliyun_iot.cred").exists()
+    assert emu.device(PK, dn)["secret"] is None
+
+
+def test_quiet_platform_times_out_then_retry_succeeds(runtime, flash, emu, secret_guard):
+    dn = "quiet-" + runtime[:2]
+    emu.add_device(PK, dn)
+    emu.fault("%s/%s" % (PK, dn), "--quiet", "--times", "1")
+    board_flash(emu, flash, product_key=PK, product_secret=PS, device_name=dn, timeout=2)
+    b = boot(runtime, flash)
+    secret_guard.secret(*_secrets(emu, PK, dn))
+    secret_guard.output(b.stdout, b.stderr)
+    assert b.result == "online", b.stdout + b.stderr
+    assert b.attempts == 2
+    assert "attempt 1 failed: no registration reply within 2 s (timeout)" in b.stdout
+
+
+def test_activated_device_that_lost_its_secret_is_told_to_reset(runtime, flash, emu, tmp_path, secret_guard):
+    dn = "lost-" + runtime[:2]
+    emu.add_device(PK, dn)
+    board_flash(emu, flash, product_key=PK, product_secret=PS, device_name=dn)
+    assert boot(runtime, flash).result == "online"
+    (flash / "aliyun_iot.cred").unlink()  # the secret is lost after activation
+    b = boot(runtime, flash)
+    secret_guard.secret(*_secrets(emu, PK, dn))
+    secret_guard.output(b.stdout, b.stderr)
+    assert b.result == "fatal Refused connack4"
+    assert "already activated" in b.stdout and "ResetThing" in b.stdout
+    emu.reset(PK, dn)
+    assert boot(runtime, flash).result == "online"
+
+
+def test_corrupt_credential_is_reported_never_replaced(runtime, flash, emu, secret_guard):
+    dn = "corrupt-" + runtime[:2]
+    emu.add_device(PK, dn)
+    board_flash(emu, flash, product_key=PK, product_secret=PS, device_name=dn)
+    assert boot(runtime, flash).result == "online"
+    path = flash / "aliyun_iot.cred"
+    damaged = path.read_bytes().replace(b'"ds": "', b'"ds": "X', 1)
+    path.write_bytes(damaged)
+    b = boot(runtime, flash)
+    secret_guard.secret(*_secrets(emu, PK, dn))
+    secret_guard.output(b.stdout, b.stderr)
+    assert b.result == "fatal StorageError corrupt"
+    assert "registering" not in b.states
+    assert path.read_bytes() == damaged
