@@ -149,10 +149,13 @@ class FaultProxy:
         self.faults = Faults(**faults)
         self.connections = 0
         self.bytes_forwarded = 0
+        self.conn_bytes = []  # bytes forwarded by each finished connection, in order of closing
         self._loop = None
         self._server = None
         self._thread = None
         self._ready = threading.Event()
+        self._stop = None
+        self._writers = set()
 
     def set(self, **faults):
         """Replace the faults for connections opened from now on."""
@@ -164,6 +167,7 @@ class FaultProxy:
         if f.faulty and self.connections > f.faulty:
             f = Faults(delay_ms=f.delay_ms)  # a clean connection, but the network is still as slow
         conn = _Conn(self, f)
+        self._writers.add(c_writer)
         if f.stall == "tcp":
             await conn.closed.wait()
             return
@@ -172,6 +176,7 @@ class FaultProxy:
         except OSError:
             c_writer.close()
             return
+        self._writers.add(s_writer)
         for w in (c_writer, s_writer):
             sock = w.get_extra_info("socket")
             if sock is not None:
@@ -183,21 +188,28 @@ class FaultProxy:
             return_exceptions=True,
         )
         conn._end(peers, reset=False)
+        self.conn_bytes.append(conn.forwarded)
 
     async def _main(self):
+        self._stop = asyncio.Event()
         self._server = await asyncio.start_server(self._handle, self.host, self.port)
         self.port = self._server.sockets[0].getsockname()[1]
         self._ready.set()
-        async with self._server:
-            await self._server.serve_forever()
+        await self._stop.wait()
+        # Shut down inside the loop: close every connection, then let the pumps finish.
+        self._server.close()
+        for w in list(self._writers):
+            w.close()
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def start(self):
         def run():
             self._loop = asyncio.new_event_loop()
             try:
                 self._loop.run_until_complete(self._main())
-            except asyncio.CancelledError:
-                pass
             finally:
                 self._loop.close()
 
@@ -208,14 +220,8 @@ class FaultProxy:
         return self
 
     def stop(self):
-        if self._loop is not None and self._server is not None:
-            self._loop.call_soon_threadsafe(self._server.close)
-
-            def cancel_all():
-                for t in asyncio.all_tasks(self._loop):
-                    t.cancel()
-
-            self._loop.call_soon_threadsafe(cancel_all)
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._stop.set)
         if self._thread is not None:
             self._thread.join(5)
 

@@ -5,7 +5,7 @@
 import time
 
 from aliyun_iot import config, store
-from aliyun_iot.errors import IotError, StorageError
+from aliyun_iot.errors import IotError, StorageError, TlsError
 
 _T0 = time.ticks_ms()
 
@@ -57,15 +57,22 @@ def register(cfg, dn):
     from aliyun_iot.session import backoff_ms
 
     attempt = 0
+    last = None
     while True:
         attempt += 1
-        log("registering %s/%s mode=%s attempt %d/%d" % (cfg["product_key"], dn, cfg["mode"], attempt, cfg["attempts"]))
+        log("registering %s/%s mode=%s attempt %d/%d t=%d"
+            % (cfg["product_key"], dn, cfg["mode"], attempt, cfg["attempts"], time.ticks_diff(time.ticks_ms(), _T0)))
         try:
             return register_once(cfg, dn)
         except IotError as e:
+            if e.code == "tls_eof" and last == "tls_eof":
+                # A cut network rarely hits the handshake twice running; a plain-TCP port always does.
+                raise TlsError("the server closed the connection during the TLS handshake twice in a row: the port"
+                               " probably serves plain TCP, not TLS (check host and port)", "tls_eof")
+            last = e.code
             if not e.retry or attempt >= cfg["attempts"]:
                 raise
-            d = backoff_ms(attempt - 1)
+            d = backoff_ms(attempt - 1, cfg["backoff_ms"])
             log("attempt %d failed: %s (%s); retrying in %d ms" % (attempt, e.msg, e.code, d))
             time.sleep_ms(d)
 

@@ -32,6 +32,7 @@ _SCHEMA = (
     ("ntp", "bool", False, True),
     ("timeout", "int", False, 10),
     ("attempts", "int", False, 5),
+    ("backoff_ms", "int", False, 1000),
 )
 KEYS = tuple(k[0] for k in _SCHEMA)
 
@@ -117,6 +118,7 @@ def validate(raw):
         _range("led_pin", cfg["led_pin"], 0, 48)
     _range("timeout", cfg["timeout"], 1, 120)
     _range("attempts", cfg["attempts"], 1, 20)
+    _range("backoff_ms", cfg["backoff_ms"], 100, 600000)
     if cfg["mode"] == "regnwl" and cfg["region"] != "cn-shanghai" and cfg["host"] is None:
         raise ConfigError("mode regnwl is offered only in region cn-shanghai (or set host for your instance)")
     return cfg
@@ -124,13 +126,16 @@ def validate(raw):
 
 def load(path="config.json"):
     """Read and validate the board's config file."""
+    import os
+
     try:
-        with open(path, "rb") as f:
-            data = f.read(_MAX_FILE + 1)
+        size = os.stat(path)[6]
     except OSError:
         raise ConfigError("%s not found on the board; provision it first" % path, "config_missing")
-    if len(data) > _MAX_FILE:
+    if size > _MAX_FILE:
         raise ConfigError("%s is larger than %d bytes" % (path, _MAX_FILE))
+    with open(path, "rb") as f:
+        data = f.read(size)
     try:
         raw = json.loads(data)
     except ValueError:

@@ -26,7 +26,7 @@ def _post(cfg, host, port, body):
     try:
         raw.settimeout(cfg["timeout"])
         raw.connect(addr)
-        sock = netio.Deadline(tls.context(cfg).wrap_socket(raw, server_hostname=host), cfg["timeout"] * 1000,
+        sock = netio.Deadline(tls.context(tls.roots(cfg)).wrap_socket(raw, server_hostname=host), cfg["timeout"] * 1000,
                               _MAX_RESPONSE, raw)
         head = (
             "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/x-www-form-urlencoded\r\n"

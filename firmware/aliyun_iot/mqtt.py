@@ -60,8 +60,10 @@ class Link:
         _umqtt.socket.timeout = timeout
         ctx = params = None
         if tls_on:
-            ctx = tls.context(cfg)
-            params = tls.legacy_params(cfg, self.host)
+            rs = tls.roots(cfg)
+            ctx = tls.context(rs)
+            params = tls.legacy_params(rs, self.host, cfg["ca"])
+            rs = None
         try:
             c = _umqtt.MQTTClient(cid, self.host, self.port, user, pw, keepalive, ssl=ctx, ssl_params=params or {})
             gen = "1.3.4/1.6"

@@ -29,6 +29,8 @@ def classify(e, what):
             return Timeout("%s: timed out" % what)
         if code in _TLS_FATAL or getattr(e, "reason", None) in _TLS_FATAL_NAMES:
             return TlsError("%s: the server does not speak TLS as expected (%s)" % (what, e), "tls_protocol")
+        if code == -0x7280:
+            return NetworkError("%s: the server closed the connection during the TLS handshake" % what, "tls_eof")
         if isinstance(code, int) and code < -0x1000:
             return NetworkError("%s: TLS handshake failed (mbedTLS -0x%04x)" % (what, -code), "tls_handshake")
         return NetworkError("%s: %s" % (what, e))

@@ -128,6 +128,6 @@ class Session:
                 attempt += 1
                 if not e.retry or (max_attempts and attempt >= max_attempts):
                     raise
-                d = backoff_ms(attempt)
+                d = backoff_ms(attempt, self.cfg["backoff_ms"])
                 self.log("reconnect attempt %d failed (%s); next in %d ms" % (attempt, e.code, d))
                 time.sleep_ms(d)

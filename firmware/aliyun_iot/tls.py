@@ -1,5 +1,6 @@
 # TLS that verifies: CERT_REQUIRED, the platform's roots (or the configured
 # CA), and the server name checked by the caller's server_hostname.
+import os
 import ssl
 from binascii import a2b_base64
 
@@ -51,30 +52,30 @@ def roots(cfg):
 
         return [r.ALIYUN_IOT, r.GLOBALSIGN_R1]
     try:
-        with open(path, "rb") as f:
-            data = f.read(_MAX_CA_FILE + 1)
+        size = os.stat(path)[6]
     except OSError:
         raise ConfigError("ca file %s not found on the board" % path)
-    if len(data) > _MAX_CA_FILE:
+    if size > _MAX_CA_FILE:
         raise ConfigError("ca file %s is larger than %d bytes" % (path, _MAX_CA_FILE))
+    with open(path, "rb") as f:
+        data = f.read(size)  # read(n) allocates n up front: ask for what is there
     if data.startswith(b"-----BEGIN"):
         return _pem_to_der(data)
     return split_der(data)
 
 
-def context(cfg):
-    """An SSLContext that requires a certificate chained to the trusted roots."""
+def context(rs):
+    """An SSLContext that requires a certificate chained to one of the DER roots rs."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.verify_mode = ssl.CERT_REQUIRED
-    for der in roots(cfg):
+    for der in rs:
         ctx.load_verify_locations(cadata=der)
     return ctx
 
 
-def legacy_params(cfg, host):
+def legacy_params(rs, host, custom):
     """ssl_params for umqtt.simple 1.3.4's ssl.wrap_socket, which takes a single root: pick the endpoint's."""
-    rs = roots(cfg)
     der = rs[0]
-    if not cfg.get("ca") and ".iot-as-mqtt." in host:
+    if not custom and ".iot-as-mqtt." in host:
         der = rs[1]  # old public endpoints chain to GlobalSign R1
     return {"cert_reqs": ssl.CERT_REQUIRED, "cadata": der, "server_hostname": host}
