@@ -26,8 +26,11 @@ pytestmark = pytest.mark.skipif(micropython_exe() is None, reason="needs the Mic
 
 
 def _emulator(base, *extra):
-    e = EmulatorProcess(base / "state", base / "emulator.log",
-                        ["--product", "%s=%s" % (PK, PS), "--register-linger", "3", *extra])
+    e = EmulatorProcess(
+        base / "state",
+        base / "emulator.log",
+        ["--product", "%s=%s" % (PK, PS), "--register-linger", "3", *extra],
+    )
     return e.start()
 
 
@@ -55,7 +58,11 @@ def _secrets(emu, dn):
 
 def _failures(stdout):
     """The error codes of the failed attempts, from lines `attempt N failed: ... (code); retrying`."""
-    return [ln.rsplit("(", 1)[1].split(")")[0] for ln in stdout.splitlines() if " failed: " in ln and "attempt" in ln]
+    return [
+        ln.rsplit("(", 1)[1].split(")")[0]
+        for ln in stdout.splitlines()
+        if " failed: " in ln and "attempt" in ln
+    ]
 
 
 # ---------------------------------------------------------------- network, below TLS
@@ -99,7 +106,9 @@ def test_cut_after_n_bytes_across_the_whole_exchange(emu, tmp_path, secret_guard
         board_flash(emu, flash, product_key=PK, product_secret=PS, device_name=dn, port=proxy.port, **FAST)
         assert boot(RT, flash).result == "online"
     total = proxy.conn_bytes[0]  # the registration connection closes first
-    points = sorted({1, 5, 50, 120, 300, 600, 1000, 1500, 1800, 1900, 2000, 2100, total - 40, total - 5, total - 1})
+    points = sorted(
+        {1, 5, 50, 120, 300, 600, 1000, 1500, 1800, 1900, 2000, 2100, total - 40, total - 5, total - 1}
+    )
     points = [n for n in points if 0 < n < total]
     outcomes = []
     for n in points:
@@ -107,7 +116,9 @@ def test_cut_after_n_bytes_across_the_whole_exchange(emu, tmp_path, secret_guard
         flash = tmp_path / ("cut%d" % n)
         flash.mkdir()
         with FaultProxy(("127.0.0.1", emu.port), cut_after=n, faulty=1) as proxy:
-            board_flash(emu, flash, product_key=PK, product_secret=PS, device_name=dn, port=proxy.port, **FAST)
+            board_flash(
+                emu, flash, product_key=PK, product_secret=PS, device_name=dn, port=proxy.port, **FAST
+            )
             b = boot(RT, flash)
         secret_guard.secret(*_secrets(emu, dn))
         secret_guard.output(b.stdout, b.stderr)
@@ -118,8 +129,11 @@ def test_cut_after_n_bytes_across_the_whole_exchange(emu, tmp_path, secret_guard
         cred = store.decode((flash / "aliyun_iot.cred").read_bytes())
         assert cred["ds"] == emu.device(PK, dn)["secret"]
         outcomes.append("%d:%s" % (n, fails[0] if fails else "ok"))
-    record_property("measure", "cut sweep: %d-byte registration exchange, %d cut points: %s"
-                    % (total, len(points), " ".join(outcomes)))
+    record_property(
+        "measure",
+        "cut sweep: %d-byte registration exchange, %d cut points: %s"
+        % (total, len(points), " ".join(outcomes)),
+    )
 
 
 # ---------------------------------------------------------------- platform
@@ -150,8 +164,17 @@ def _reply_payload(dn, **override):
 
 @pytest.mark.parametrize(
     "case",
-    ["close", "topic", "not-json", "no-secret", "empty-secret", "long-secret", "huge-secret", "other-device",
-     "huge-length"],
+    [
+        "close",
+        "topic",
+        "not-json",
+        "no-secret",
+        "empty-secret",
+        "long-secret",
+        "huge-secret",
+        "other-device",
+        "huge-length",
+    ],
 )
 def test_bad_platform_reply_is_named_and_retried(emu, flash, case, secret_guard):
     dn = _device(emu, "bad")
@@ -228,7 +251,11 @@ def test_damaged_credential_at_boot_is_reported_not_replaced(emu, flash, damage,
     assert boot(RT, flash).result == "online"
     path = flash / "aliyun_iot.cred"
     data = path.read_bytes()
-    data = {"truncated": data[: len(data) // 2], "garbled": data[:20] + b"\x00\xff" + data[22:], "empty": b""}[damage]
+    data = {
+        "truncated": data[: len(data) // 2],
+        "garbled": data[:20] + b"\x00\xff" + data[22:],
+        "empty": b"",
+    }[damage]
     path.write_bytes(data)
     b = boot(RT, flash)
     secret_guard.secret(*_secrets(emu, dn))
@@ -250,10 +277,25 @@ def _config_cases():
     for key, typ, _req, _default in fw_config._SCHEMA:
         cases.append(("type-" + key, dict(good, **{key: wrong_type[typ]}), key))
     out_of_range = {
-        "product_key": "a1/bad", "product_secret": "has space", "device_name": "abc", "region": "x",
-        "instance_id": "bad id!", "host": "bad host", "port": 65536, "auth_host": "bad_host!", "auth_port": 0,
-        "mode": "mqtt", "sign_method": "hmacsha512", "wifi_ssid": "s" * 33, "wifi_password": "p" * 65,
-        "ca": "c" * 65, "keepalive": 29, "led_pin": 49, "timeout": 0, "attempts": 21, "backoff_ms": 99,
+        "product_key": "a1/bad",
+        "product_secret": "has space",
+        "device_name": "abc",
+        "region": "x",
+        "instance_id": "bad id!",
+        "host": "bad host",
+        "port": 65536,
+        "auth_host": "bad_host!",
+        "auth_port": 0,
+        "mode": "mqtt",
+        "sign_method": "hmacsha512",
+        "wifi_ssid": "s" * 33,
+        "wifi_password": "p" * 65,
+        "ca": "c" * 65,
+        "keepalive": 29,
+        "led_pin": 49,
+        "timeout": 0,
+        "attempts": 21,
+        "backoff_ms": 99,
     }
     for key, value in out_of_range.items():
         cases.append(("range-" + key, dict(good, **{key: value}), key))

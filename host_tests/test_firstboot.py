@@ -24,8 +24,11 @@ def emu(request, tmp_path_factory):
     from host_tests.plugins.emulator import EmulatorProcess
 
     base = tmp_path_factory.mktemp("emu")
-    e = EmulatorProcess(base / "state", base / "emulator.log",
-                        ["--product", "%s=%s" % (PK, PS), "--regnwl", PK, "--register-linger", "3"])
+    e = EmulatorProcess(
+        base / "state",
+        base / "emulator.log",
+        ["--product", "%s=%s" % (PK, PS), "--regnwl", PK, "--register-linger", "3"],
+    )
     e.start()
     yield e
     e.stop()
@@ -42,7 +45,16 @@ def test_first_boot_registers_persists_then_skips(runtime, flash, emu, mode, sec
     secret_guard.secret(*_secrets(emu, PK, dn))
     secret_guard.output(first.stdout, first.stderr)
     assert first.result == "online", first.stdout + first.stderr
-    assert first.states == ["boot", "wifi", "clock", "registering", "stored", "registered", "connecting", "online"]
+    assert first.states == [
+        "boot",
+        "wifi",
+        "clock",
+        "registering",
+        "stored",
+        "registered",
+        "connecting",
+        "online",
+    ]
     assert first.attempts == 1
 
     stored = (flash / "aliyun_iot.cred").read_bytes()

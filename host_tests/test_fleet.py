@@ -24,8 +24,10 @@ def _histogram(times_ms, bucket_ms=250):
     for t in times_ms:
         counts[t // bucket_ms] = counts.get(t // bucket_ms, 0) + 1
     width = max(counts.values())
-    return "\n".join("%6d-%6d ms %4d %s" % (b * bucket_ms, (b + 1) * bucket_ms, n, "#" * (40 * n // width))
-                     for b, n in sorted(counts.items()))
+    return "\n".join(
+        "%6d-%6d ms %4d %s" % (b * bucket_ms, (b + 1) * bucket_ms, n, "#" * (40 * n // width))
+        for b, n in sorted(counts.items())
+    )
 
 
 def test_fleet_of_100_registers_through_a_rate_limit(tmp_path, secret_guard, record_property):
@@ -39,12 +41,30 @@ def test_fleet_of_100_registers_through_a_rate_limit(tmp_path, secret_guard, rec
         for i, dn in enumerate(names):
             flash = tmp_path / dn
             flash.mkdir()
-            board_flash(emu, flash, product_key=PK, product_secret=PS, device_name=dn, attempts=10,
-                        backoff_ms=400, timeout=15, ntp=False)
+            board_flash(
+                emu,
+                flash,
+                product_key=PK,
+                product_secret=PS,
+                device_name=dn,
+                attempts=10,
+                backoff_ms=400,
+                timeout=15,
+                ntp=False,
+            )
             argv, env = build_command("micropython", device_script("boot_once.py"))
             env["VBOARD_MAC"] = "24:0a:c4:00:%02x:%02x" % (i // 256, i % 256)
-            procs.append(subprocess.Popen(argv, cwd=flash, env=env, stdout=subprocess.PIPE,
-                                          stderr=subprocess.STDOUT, text=True, start_new_session=True))
+            procs.append(
+                subprocess.Popen(
+                    argv,
+                    cwd=flash,
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                    start_new_session=True,
+                )
+            )
         outputs = []
         deadline = time.monotonic() + 240
         for p in procs:
@@ -63,7 +83,7 @@ def test_fleet_of_100_registers_through_a_rate_limit(tmp_path, secret_guard, rec
         secret_guard.secret(dev["secret"])
     secret_guard.secret(PS)
     secret_guard.output(*outputs)
-    failed = [(dn, out[-600:]) for dn, out in zip(names, outputs) if "RESULT online" not in out]
+    failed = [(dn, out[-600:]) for dn, out in zip(names, outputs, strict=True) if "RESULT online" not in out]
     assert not failed, failed[:3]
     for dn in names:
         dev = registry["devices"]["%s/%s" % (PK, dn)]
@@ -82,5 +102,8 @@ def test_fleet_of_100_registers_through_a_rate_limit(tmp_path, secret_guard, rec
     assert len(retries) == refused
     # Jittered backoff: the retries of boards refused together do not come back together.
     assert max(retries) - min(retries) >= 400
-    record_property("measure", "fleet: %d boards, rate limit %d/s, %d refusals (CONNACK 3), attempt times:\n%s"
-                    % (BOARDS, RATE, refused, _histogram(first + retries)))
+    record_property(
+        "measure",
+        "fleet: %d boards, rate limit %d/s, %d refusals (CONNACK 3), attempt times:\n%s"
+        % (BOARDS, RATE, refused, _histogram(first + retries)),
+    )

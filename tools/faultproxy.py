@@ -83,9 +83,8 @@ class _Conn:
             (length,) = struct.unpack("!H", buf[pos + 3 : pos + 5])
             if rtype == 0x17:
                 self.app_records += 1
-            due = (
-                (self.f.stall == "connack" and rtype == 0x17 and self.app_records == 1)
-                or (self.f.stall == "reply" and rtype == 0x17 and self.app_records == 2)
+            due = (self.f.stall == "connack" and rtype == 0x17 and self.app_records == 1) or (
+                self.f.stall == "reply" and rtype == 0x17 and self.app_records == 2
             )
             if due:
                 self.stalled = True
@@ -140,7 +139,7 @@ class _Conn:
 
 
 class FaultProxy:
-    """Run the proxy on a background thread: `with FaultProxy(("127.0.0.1", 8883), delay_ms=10) as p: p.port`."""
+    """The proxy on a background thread: `with FaultProxy(("127.0.0.1", 8883), delay_ms=10) as p: p.port`."""
 
     def __init__(self, target, host="127.0.0.1", port=0, **faults):
         self.target = target
@@ -240,8 +239,11 @@ def _hostport(s):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m tools.faultproxy", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m tools.faultproxy",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--listen", type=_hostport, default=("127.0.0.1", 0), help="HOST:PORT to listen on")
     p.add_argument("--target", type=_hostport, required=True, help="HOST:PORT to forward to")
     p.add_argument("--delay-ms", type=int, default=0)
@@ -251,8 +253,17 @@ def main(argv=None):
     p.add_argument("--reset-after", type=int, default=0)
     p.add_argument("--faulty", type=int, default=0)
     a = p.parse_args(argv)
-    proxy = FaultProxy(a.target, a.listen[0], a.listen[1], delay_ms=a.delay_ms, chunk=a.chunk, stall=a.stall,
-                       cut_after=a.cut_after, reset_after=a.reset_after, faulty=a.faulty)
+    proxy = FaultProxy(
+        a.target,
+        a.listen[0],
+        a.listen[1],
+        delay_ms=a.delay_ms,
+        chunk=a.chunk,
+        stall=a.stall,
+        cut_after=a.cut_after,
+        reset_after=a.reset_after,
+        faulty=a.faulty,
+    )
     try:
         proxy.start()
     except OSError as e:

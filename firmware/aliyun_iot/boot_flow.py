@@ -49,7 +49,7 @@ class Led:
 
 
 def register(cfg, dn):
-    """Obtain a credential: retry what a retry can fix, with capped backoff plus jitter; stop at once otherwise."""
+    """Obtain a credential: retry what a retry can fix (capped backoff, jitter); stop at once otherwise."""
     if cfg["mode"] == "https":
         from aliyun_iot.https import register_once
     else:
@@ -60,15 +60,27 @@ def register(cfg, dn):
     last = None
     while True:
         attempt += 1
-        log("registering %s/%s mode=%s attempt %d/%d t=%d"
-            % (cfg["product_key"], dn, cfg["mode"], attempt, cfg["attempts"], time.ticks_diff(time.ticks_ms(), _T0)))
+        log(
+            "registering %s/%s mode=%s attempt %d/%d t=%d"
+            % (
+                cfg["product_key"],
+                dn,
+                cfg["mode"],
+                attempt,
+                cfg["attempts"],
+                time.ticks_diff(time.ticks_ms(), _T0),
+            )
+        )
         try:
             return register_once(cfg, dn)
         except IotError as e:
             if e.code == "tls_eof" and last == "tls_eof":
                 # A cut network rarely hits the handshake twice running; a plain-TCP port always does.
-                raise TlsError("the server closed the connection during the TLS handshake twice in a row: the port"
-                               " probably serves plain TCP, not TLS (check host and port)", "tls_eof")
+                raise TlsError(
+                    "the server closed the connection during the TLS handshake twice in a row: the port"
+                    " probably serves plain TCP, not TLS (check host and port)",
+                    "tls_eof",
+                )
             last = e.code
             if not e.retry or attempt >= cfg["attempts"]:
                 raise

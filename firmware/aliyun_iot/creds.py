@@ -51,7 +51,9 @@ def login_for(cred, cfg):
     """The login triple for a stored credential (see store.py)."""
     if cred["kind"] == "token":
         return token_login(cred["pk"], cred["dn"], cred["cid"], cred["tok"])
-    return secret_login(cred["pk"], cred["dn"], cred["ds"], cfg["sign_method"], cfg["tls"], cfg["instance_id"])
+    return secret_login(
+        cred["pk"], cred["dn"], cred["ds"], cfg["sign_method"], cfg["tls"], cfg["instance_id"]
+    )
 
 
 def _quote(s):

@@ -26,8 +26,12 @@ def _post(cfg, host, port, body):
     try:
         raw.settimeout(cfg["timeout"])
         raw.connect(addr)
-        sock = netio.Deadline(tls.context(tls.roots(cfg)).wrap_socket(raw, server_hostname=host), cfg["timeout"] * 1000,
-                              _MAX_RESPONSE, raw)
+        sock = netio.Deadline(
+            tls.context(tls.roots(cfg)).wrap_socket(raw, server_hostname=host),
+            cfg["timeout"] * 1000,
+            _MAX_RESPONSE,
+            raw,
+        )
         head = (
             "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/x-www-form-urlencoded\r\n"
             "Content-Length: %d\r\nConnection: close\r\n\r\n" % (_PATH, host, len(body))
@@ -92,13 +96,15 @@ def parse_response(data, pk, dn):
     c = d.get("code")
     if c == 6289:
         raise IotError(
-            "HTTPS registration refused: device is already activated; reset it with ResetThing in the console",
+            "HTTPS registration refused: device already activated; reset it with ResetThing in the console",
             "activated",
         )
     if c != 200:
         msg = d.get("message")
-        raise IotError("HTTPS registration refused, code %s: %s" % (c, msg if isinstance(msg, str) else ""),
-                       "https%s" % c)
+        raise IotError(
+            "HTTPS registration refused, code %s: %s" % (c, msg if isinstance(msg, str) else ""),
+            "https%s" % c,
+        )
     data = d.get("data")
     if not isinstance(data, dict):
         raise BadReply("HTTPS registration response has no data object")

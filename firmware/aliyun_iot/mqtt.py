@@ -65,7 +65,9 @@ class Link:
             params = tls.legacy_params(rs, self.host, cfg["ca"])
             rs = None
         try:
-            c = _umqtt.MQTTClient(cid, self.host, self.port, user, pw, keepalive, ssl=ctx, ssl_params=params or {})
+            c = _umqtt.MQTTClient(
+                cid, self.host, self.port, user, pw, keepalive, ssl=ctx, ssl_params=params or {}
+            )
             gen = "1.3.4/1.6"
         except TypeError:
             c = _umqtt.MQTTClient(cid, self.host, self.port, user, pw, keepalive, ssl=ctx)
@@ -123,7 +125,9 @@ class Link:
         else:
             raise BadReply("malformed packet length")
         if n > self.max_packet:
-            raise BadReply("server announced a %d-byte packet; at most %d are accepted" % (n, self.max_packet))
+            raise BadReply(
+                "server announced a %d-byte packet; at most %d are accepted" % (n, self.max_packet)
+            )
         body = s.read(n) if n else b""
         if len(body) != n:
             raise NetworkError("connection closed inside a packet", "closed")

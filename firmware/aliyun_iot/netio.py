@@ -12,8 +12,6 @@ _CHUNK = const(32)
 _TIMEOUT = (errno.ETIMEDOUT, errno.EAGAIN, 11, 110, 116)
 # mbedTLS codes meaning "the peer does not speak TLS as expected": a retry meets the same peer.
 _TLS_FATAL = (-0x7200, -0x7300, -0x7700, -0x6E80, -0x7780, -0x7080, -0x6C00)
-# CPython's names for the same (the host shims run the firmware there too).
-_TLS_FATAL_NAMES = ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG", "UNKNOWN_PROTOCOL")
 
 
 def classify(e, what):
@@ -21,16 +19,18 @@ def classify(e, what):
     if isinstance(e, IotError):
         return e
     if isinstance(e, ValueError):
-        # MicroPython's ssl (and CPython's SSLCertVerificationError) report a bad certificate so.
+        # MicroPython's ssl reports a certificate that fails verification so.
         return TlsError("%s: TLS certificate verification failed: %s" % (what, str(e).strip()), "tls_verify")
     if isinstance(e, OSError):
         code = e.args[0] if e.args else None
-        if code in _TIMEOUT or code == "timed out":
+        if code in _TIMEOUT:
             return Timeout("%s: timed out" % what)
-        if code in _TLS_FATAL or getattr(e, "reason", None) in _TLS_FATAL_NAMES:
+        if code in _TLS_FATAL:
             return TlsError("%s: the server does not speak TLS as expected (%s)" % (what, e), "tls_protocol")
         if code == -0x7280:
-            return NetworkError("%s: the server closed the connection during the TLS handshake" % what, "tls_eof")
+            return NetworkError(
+                "%s: the server closed the connection during the TLS handshake" % what, "tls_eof"
+            )
         if isinstance(code, int) and code < -0x1000:
             return NetworkError("%s: TLS handshake failed (mbedTLS -0x%04x)" % (what, -code), "tls_handshake")
         return NetworkError("%s: %s" % (what, e))

@@ -37,7 +37,13 @@ def check_reply(d, pk, dn, mode):
     if d.get("productKey") != pk or d.get("deviceName") != dn:
         raise BadReply("registration reply names another device")
     if mode == "regnwl":
-        return {"kind": "token", "pk": pk, "dn": dn, "cid": _text(d, "clientId", 128), "tok": _text(d, "deviceToken", 256)}
+        return {
+            "kind": "token",
+            "pk": pk,
+            "dn": dn,
+            "cid": _text(d, "clientId", 128),
+            "tok": _text(d, "deviceToken", 256),
+        }
     return {"kind": "secret", "pk": pk, "dn": dn, "ds": _text(d, "deviceSecret", 128)}
 
 

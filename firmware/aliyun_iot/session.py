@@ -38,8 +38,9 @@ class Session:
     def connect(self):
         """Open the connection with the stored credential and subscribe to the reply topic."""
         self.close()
-        self.link = Link(self.cfg, creds.login_for(self.cred, self.cfg), self.cfg["tls"], self.cfg["keepalive"],
-                         4096)
+        self.link = Link(
+            self.cfg, creds.login_for(self.cred, self.cfg), self.cfg["tls"], self.cfg["keepalive"], 4096
+        )
         self._last_tx = time.ticks_ms()
         for t in [self.reply_topic] + list(self._subs):
             self._pid = self._pid % 65535 + 1
@@ -81,7 +82,9 @@ class Session:
             self.check(left)
         reply = self._replies.pop(mid)
         if reply.get("code") != 200:
-            raise IotError("property post refused: code %s" % reply.get("code"), "post%s" % reply.get("code"), False)
+            raise IotError(
+                "property post refused: code %s" % reply.get("code"), "post%s" % reply.get("code"), False
+            )
         return reply
 
     def check(self, wait_ms=0):

@@ -1,10 +1,10 @@
 """Fixtures for running the firmware's boot flow against the emulator.
 
-  secret_guard   collects every secret a test uses and every output it sees; at teardown it fails the
-                 test if any secret appears in any output (subprocess output, the emulator's log, and
-                 what pytest captured).
-  board_flash(emu, flash, **config) writes config.json (pointing at the emulator, trusting its CA).
-  boot(runtime, flash, ...) runs one boot (host_tests/device/boot_once.py) and parses its console.
+secret_guard   collects every secret a test uses and every output it sees; at teardown it fails the
+               test if any secret appears in any output (subprocess output, the emulator's log, and
+               what pytest captured).
+board_flash(emu, flash, **config) writes config.json (pointing at the emulator, trusting its CA).
+boot(runtime, flash, ...) runs one boot (host_tests/device/boot_once.py) and parses its console.
 """
 
 import json
@@ -52,8 +52,9 @@ def board_flash(emu, flash, **cfg):
 
 def boot(runtime, flash, env=None, timeout=90, heapsize=None):
     """One boot of the firmware in `flash`; returns Boot(rc, stdout, stderr, states, result)."""
-    r = run_script(runtime, device_script("boot_once.py"), cwd=flash, env=env, timeout=timeout,
-                   heapsize=heapsize)
+    r = run_script(
+        runtime, device_script("boot_once.py"), cwd=flash, env=env, timeout=timeout, heapsize=heapsize
+    )
     states = [m.group(1) for m in map(_STATE.match, r.stdout.splitlines()) if m]
     result = ""
     for line in r.stdout.splitlines():
@@ -74,8 +75,14 @@ class SecretGuard:
         self.outputs.extend(t for t in texts if t)
 
     def check(self):
-        leaks = sorted({"%d-char secret (sha prefix %s)" % (len(s), _fp(s))
-                        for s in self.secrets for t in self.outputs if s in t})
+        leaks = sorted(
+            {
+                "%d-char secret (sha prefix %s)" % (len(s), _fp(s))
+                for s in self.secrets
+                for t in self.outputs
+                if s in t
+            }
+        )
         if leaks:
             pytest.fail("secret(s) found in output: %s" % ", ".join(leaks), pytrace=False)
 

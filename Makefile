@@ -1,0 +1,54 @@
+# make test   - create .venv if needed, install the pinned host deps, lint, run every host test
+#               (firmware on CPython and on the MicroPython unix port, mpy-cross and import checks)
+# make demo   - the end-to-end demo on the host (local platform emulator + virtual board)
+# make lint   - ruff only;  make venv - the environment only;  make clean / distclean
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-requirements-dev
+PYTEST_ARGS ?=
+
+.PHONY: all venv lint test demo clean distclean check-python
+
+all: test
+
+# python3 >= 3.11 is the one prerequisite besides make and git: fail early and say so.
+check-python:
+	@command -v $(PYTHON) >/dev/null 2>&1 || { \
+	  echo "error: $(PYTHON) not found; install Python 3.11 or later (or run: make PYTHON=/path/to/python3.11)" >&2; \
+	  exit 1; }
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
+	  echo "error: Python 3.11 or later is required, $(PYTHON) is $$($(PYTHON) -V 2>&1);" \
+	       "run: make PYTHON=/path/to/python3.11" >&2; \
+	  exit 1; }
+
+# Re-installs only when requirements-dev.txt is newer than the stamp.
+$(STAMP): requirements-dev.txt | check-python
+	@if [ -x $(PY) ] && ! $(PY) -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then \
+	  echo "error: $(VENV) was made with $$($(PY) -V 2>&1); remove it (make distclean) and retry" >&2; \
+	  exit 1; fi
+	@[ -x $(PY) ] || { echo "creating $(VENV) with $$($(PYTHON) -V)"; $(PYTHON) -m venv $(VENV); }
+	$(PY) -m pip install --disable-pip-version-check -q -r requirements-dev.txt
+	@touch $@
+
+venv: $(STAMP)
+
+lint: venv
+	$(VENV)/bin/ruff check firmware host_tests tools
+
+test: venv lint
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+demo: venv
+	$(PY) -m tools.demo
+
+clean:
+	rm -rf build .pytest_cache .ruff_cache
+	find firmware host_tests tools -name __pycache__ -type d -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)
+
+# Real-board targets (flash, deploy, provision, backup, restore, status): see tools/tools.mk.
+-include tools/tools.mk

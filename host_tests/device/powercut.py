@@ -1,0 +1,231 @@
+# Power-cut sweep over a credential write on littlefs (MicroPython unix port).
+#
+# A RAM block device (extended interface: offsets and an erase ioctl, like the
+# ESP32's flash) loses power after its N-th program/erase: the op that is cut
+# either does nothing ("clean") or writes half of its data ("torn"), raises
+# OSError, and every later write is dropped. For every N across one
+# aliyun_iot.store.save(), the flash is remounted from what survived and
+# store.load() must return the old state or the whole new credential: never a
+# mix, never "corrupt", never None when a credential was stored before.
+# A save after the cut must then work (a leftover temp file must not block it).
+#
+# Prints: CUTS <scenario> <mode> checked=<n> ops=<n>, where ops is the number of
+# program/erase operations of an uninterrupted save.
+import hashlib
+import os
+import sys
+from binascii import hexlify
+
+import devkit
+
+try:
+    import vfs
+except ImportError:
+    vfs = None
+if vfs is None or not hasattr(vfs, "VfsLfs2"):
+    devkit.skip("needs vfs.VfsLfs2 on a RAM block device: MicroPython unix port only")
+
+from aliyun_iot import store
+from aliyun_iot.errors import IotError
+
+_EIO = 5
+_BLOCK = 4096  # the ESP32's flash sector
+_BLOCKS = 32
+_MOUNT = "/flash"
+_MAX_AGE = 400
+
+
+class PowerCutDev:
+    """One power-on of the RAM flash `data`: ops counted, power lost after `cut_after` of them.
+
+    A new object per power-on: file objects of an earlier mount that the GC finalises later
+    still hold the old one, whose writes must go nowhere (its RAM state died with the power).
+    """
+
+    def __init__(self, data, size, cut_after=None, torn=False):
+        self.data = data
+        self.size = size
+        self.blocks = len(data) // size
+        self.cut_after = cut_after
+        self.torn = torn
+        self.ops = 0
+        self.erases = 0
+        self.erased = set()
+        self.dead = False
+
+    def _alive(self):
+        if self.dead:
+            return False
+        self.ops += 1
+        if self.cut_after is not None and self.ops > self.cut_after:
+            self.dead = True
+            return None  # this is the op the cut hits
+        return True
+
+    def readblocks(self, block, buf, off=0):
+        if self.dead:
+            return -_EIO  # no allocation: this may run in a finaliser with the heap locked
+        a = block * self.size + off
+        buf[:] = self.data[a : a + len(buf)]
+        return 0
+
+    def writeblocks(self, block, buf, off=0):
+        state = self._alive()
+        if state:
+            a = block * self.size + (off or 0)
+            self.data[a : a + len(buf)] = buf
+            return 0
+        if state is False:
+            return -_EIO
+        if self.torn:
+            half = len(buf) // 2
+            a = block * self.size + (off or 0)
+            self.data[a : a + half] = buf[:half]
+        raise OSError(_EIO)
+
+    def ioctl(self, op, arg):
+        if op == 4:  # block count
+            return self.blocks
+        if op == 5:  # block size
+            return self.size
+        if op == 6:  # erase
+            state = self._alive()
+            a = arg * self.size
+            if state:
+                self.erases += 1
+                self.erased.add(arg)
+                self.data[a : a + self.size] = b"\xff" * self.size
+                return 0
+            if state is False:
+                return -_EIO
+            if self.torn:
+                self.data[a : a + self.size // 2] = b"\xff" * (self.size // 2)
+            raise OSError(_EIO)
+        return 0
+
+
+def power_on(data, cut_after=None, torn=False):
+    """Mount the flash image `data` (a bytearray, changed in place); returns the device."""
+    dev = PowerCutDev(data, _BLOCK, cut_after, torn)
+    vfs.mount(vfs.VfsLfs2(dev), _MOUNT)
+    os.chdir(_MOUNT)
+    return dev
+
+
+def power_off(dev):
+    os.chdir("/")
+    try:
+        vfs.umount(_MOUNT)
+    except OSError:
+        pass
+    dev.dead = True
+
+
+def describe(cred):
+    # never print a secret, even a test one: kind, names, and 4 hex of a hash
+    if cred is None:
+        return "None"
+    s = cred.get("ds") or cred.get("tok") or ""
+    h = hexlify(hashlib.sha256(s.encode()).digest())[:4]
+    return "%s %s/%s #%s" % (cred.get("kind"), cred.get("pk"), cred.get("dn"), h)
+
+
+def save(cred):
+    store.save(cred, overwrite=True)
+
+
+def check_cut(data, new, allowed):
+    """Power on after a cut: the problem found, or None."""
+    try:
+        dev = power_on(data)
+    except OSError as e:
+        return "filesystem does not mount: %r" % (e.args,)
+    try:
+        try:
+            got = store.load()
+        except Exception as e:  # noqa: BLE001 - any exception here is the failure
+            return "load raised %s %r" % (type(e).__name__, e.args)
+        if got not in allowed:
+            return "load returned %s" % describe(got)
+        try:
+            save(new)
+            if store.load() != new:
+                return "save after power-up read back something else"
+        except (OSError, IotError) as e:
+            return "save after power-up failed: %r" % (e.args,)
+        return None
+    finally:
+        power_off(dev)
+
+
+def sweep(name, base, new, allowed):
+    """Cut power at every op of save(new) on flash image `base`; print the count."""
+    data = bytearray(base)
+    dev = power_on(data)
+    save(new)
+    power_off(dev)
+    ops = dev.ops
+    devkit.info("%s: a clean save takes %d program/erase ops (%d erases)" % (name, ops, dev.erases))
+    for mode in ("clean", "torn"):
+        checked = 0
+        bad = 0
+        for n in range(ops):
+            data = bytearray(base)
+            dev = power_on(data, n, mode == "torn")
+            try:
+                save(new)
+            except (OSError, IotError):
+                pass
+            power_off(dev)
+            why = None
+            if not dev.dead or dev.ops <= n:
+                why = "save completed before the cut: the run is not deterministic"
+            why = why or check_cut(data, new, allowed)
+            if why:
+                devkit.fail("%s %s cut %d" % (name, mode, n), why)
+                bad += 1
+            checked += 1
+        print("CUTS %s %s checked=%d ops=%d" % (name, mode, checked, ops))
+        devkit.check("%s %s" % (name, mode), bad == 0 and checked == ops > 0, "%d bad cut points" % bad)
+
+
+def main():
+    pk, dn = "a1TestPk001", "esp32-240ac4000001"
+    old = {"kind": "secret", "pk": pk, "dn": dn, "ds": "OLDsecretOLDsecretOLDsecret0001"}
+    new = {"kind": "secret", "pk": pk, "dn": dn, "ds": "NEWsecretNEWsecretNEWsecret0002"}
+    tok = {"kind": "token", "pk": pk, "dn": dn, "cid": "cid.0001", "tok": "T" * 40}
+
+    data = bytearray(_BLOCK * _BLOCKS)
+    vfs.VfsLfs2.mkfs(PowerCutDev(data, _BLOCK))
+    empty = bytes(data)
+    dev = power_on(data)
+    store.save(old)
+    ok = store.load() == old
+    power_off(dev)
+    devkit.check("store old credential", ok, "load after save differs")
+    with_old = bytes(data)
+
+    # re-registration: an existing secret replaced by a new one
+    sweep("overwrite", with_old, new, (old, new))
+    # first registration: nothing stored before (None is the old state here)
+    sweep("first", empty, tok, (None, tok))
+
+    # an aged filesystem whose next save compacts the root directory's metadata
+    # pair (blocks 0 and 1): the riskiest moment. Age it by saving until it happens.
+    data = bytearray(with_old)
+    for i in range(_MAX_AGE):
+        aged = bytes(data)
+        cred = new if i % 2 == 0 else old
+        dev = power_on(data)
+        save(cred)
+        power_off(dev)
+        if 0 in dev.erased or 1 in dev.erased:
+            devkit.info("aged: save %d after the first compacts the root metadata" % (i + 1))
+            sweep("compaction", aged, cred, (old, new))
+            break
+    else:
+        devkit.fail("compaction", "no save compacted the metadata in %d saves" % _MAX_AGE)
+
+
+main()
+sys.exit(0)
