@@ -1,6 +1,7 @@
 # make test   - create .venv if needed, install the pinned host deps, lint, run every host test
 #               (firmware on CPython and on the MicroPython unix port, mpy-cross and import checks)
 # make demo   - the end-to-end demo on the host (local platform emulator + virtual board)
+# make bench  - firmware vs the official SDK against the emulator at several RTTs (bench/results/)
 # make lint   - ruff only;  make venv - the environment only;  make clean / distclean
 
 PYTHON ?= python3
@@ -9,7 +10,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-requirements-dev
 PYTEST_ARGS ?=
 
-.PHONY: all venv lint test demo clean distclean check-python
+.PHONY: all venv lint test demo bench clean distclean check-python
 
 all: test
 
@@ -42,6 +43,9 @@ test: venv lint
 
 demo: venv
 	$(PY) -m tools.demo
+
+bench: venv
+	$(PY) -m tools.bench
 
 clean:
 	rm -rf build .pytest_cache .ruff_cache

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from host_tests.plugins.emulator import EmulatorProcess
 from host_tests.plugins.firmware import board_flash, boot
 from host_tests.plugins.runtimes import assert_device_ok, device_script, micropython_exe, run_script
+from tools.emulator.process import EmulatorProcess
 from tools.faultproxy import FaultProxy
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "firmware"))

@@ -21,7 +21,7 @@ def _secrets(emu, pk, dn):
 @pytest.fixture(scope="module")
 def emu(request, tmp_path_factory):
     # One emulator for the module: each test uses its own DeviceName, so tests do not interfere.
-    from host_tests.plugins.emulator import EmulatorProcess
+    from tools.emulator.process import EmulatorProcess
 
     base = tmp_path_factory.mktemp("emu")
     e = EmulatorProcess(
@@ -53,6 +53,7 @@ def test_first_boot_registers_persists_then_skips(runtime, flash, emu, mode, sec
         "stored",
         "registered",
         "connecting",
+        "connected",
         "online",
     ]
     assert first.attempts == 1

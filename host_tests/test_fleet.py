@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from host_tests.plugins.emulator import EmulatorProcess
 from host_tests.plugins.firmware import board_flash
 from host_tests.plugins.runtimes import build_command, device_script, micropython_exe
+from tools.emulator.process import EmulatorProcess
 
 PK, PS = "a1FleetTest", "Ps3cretForTheFleet01"
 BOARDS = 100

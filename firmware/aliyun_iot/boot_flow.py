@@ -125,6 +125,7 @@ def run(cfg_path="config.json", cred_path=store.PATH):
 
     s = Session(cfg, cred, log)
     s.connect()
+    state("connected")
     s.post_property({"online": 1})
     state("online")
     led.set(0)

@@ -25,6 +25,7 @@ def _post(cfg, host, port, body):
     sock = None
     try:
         raw.settimeout(cfg["timeout"])
+        netio.nodelay(raw, socket)
         raw.connect(addr)
         sock = netio.Deadline(
             tls.context(tls.roots(cfg)).wrap_socket(raw, server_hostname=host),

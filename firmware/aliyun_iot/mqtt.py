@@ -23,6 +23,7 @@ class _TimedSockets:
     def socket(self, *args):
         s = self._mod.socket(*args)
         s.settimeout(self.timeout)
+        netio.nodelay(s, self._mod)
         self.last = s  # the raw socket under umqtt's TLS socket, which carries the timeout
         return s
 

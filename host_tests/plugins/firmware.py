@@ -50,10 +50,16 @@ def board_flash(emu, flash, **cfg):
     return conf
 
 
-def boot(runtime, flash, env=None, timeout=90, heapsize=None):
-    """One boot of the firmware in `flash`; returns Boot(rc, stdout, stderr, states, result)."""
+def boot(runtime, flash, env=None, timeout=90, heapsize=None, path=None):
+    """One boot of the firmware in `flash` (path: module dirs instead of firmware/); returns a Boot."""
     r = run_script(
-        runtime, device_script("boot_once.py"), cwd=flash, env=env, timeout=timeout, heapsize=heapsize
+        runtime,
+        device_script("boot_once.py"),
+        cwd=flash,
+        env=env,
+        timeout=timeout,
+        heapsize=heapsize,
+        path=path,
     )
     states = [m.group(1) for m in map(_STATE.match, r.stdout.splitlines()) if m]
     result = ""
