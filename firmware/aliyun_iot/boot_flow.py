@@ -5,7 +5,7 @@
 import time
 
 from aliyun_iot import config, store
-from aliyun_iot.errors import IotError, StorageError, TlsError
+from aliyun_iot.errors import IotError, StorageError
 
 _T0 = time.ticks_ms()
 
@@ -57,7 +57,6 @@ def register(cfg, dn):
     from aliyun_iot.session import backoff_ms
 
     attempt = 0
-    last = None
     while True:
         attempt += 1
         log(
@@ -74,14 +73,6 @@ def register(cfg, dn):
         try:
             return register_once(cfg, dn)
         except IotError as e:
-            if e.code == "tls_eof" and last == "tls_eof":
-                # A cut network rarely hits the handshake twice running; a plain-TCP port always does.
-                raise TlsError(
-                    "the server closed the connection during the TLS handshake twice in a row: the port"
-                    " probably serves plain TCP, not TLS (check host and port)",
-                    "tls_eof",
-                )
-            last = e.code
             if not e.retry or attempt >= cfg["attempts"]:
                 raise
             d = backoff_ms(attempt - 1, cfg["backoff_ms"])

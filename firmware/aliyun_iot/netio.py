@@ -38,7 +38,9 @@ def classify(e, what):
             return TlsError("%s: the server does not speak TLS as expected (%s)" % (what, e), "tls_protocol")
         if code == -0x7280:
             return NetworkError(
-                "%s: the server closed the connection during the TLS handshake" % what, "tls_eof"
+                "%s: the server closed the connection during the TLS handshake (a cut, or a port that is not"
+                " TLS)" % what,
+                "tls_eof",
             )
         if isinstance(code, int) and code < -0x1000:
             return NetworkError("%s: TLS handshake failed (mbedTLS -0x%04x)" % (what, -code), "tls_handshake")
