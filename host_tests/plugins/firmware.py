@@ -50,7 +50,7 @@ def board_flash(emu, flash, **cfg):
     return conf
 
 
-def boot(runtime, flash, env=None, timeout=90, heapsize=None, path=None):
+def boot(runtime, flash, env=None, timeout=90, heapsize=None, path=None, shims=None):
     """One boot of the firmware in `flash` (path: module dirs instead of firmware/); returns a Boot."""
     r = run_script(
         runtime,
@@ -60,6 +60,7 @@ def boot(runtime, flash, env=None, timeout=90, heapsize=None, path=None):
         timeout=timeout,
         heapsize=heapsize,
         path=path,
+        shims=shims,
     )
     states = [m.group(1) for m in map(_STATE.match, r.stdout.splitlines()) if m]
     result = ""

@@ -66,19 +66,20 @@ def device_script(name):
     return DEVICE_DIR / name
 
 
-def _search_path(runtime, path):
+def _search_path(runtime, path, shims=None):
     extra = [str(p) for p in (path if path is not None else [FIRMWARE])]
+    board = str(shims or SHIMS)
     if runtime == "cpython":
-        return [str(SHIMS), str(CPYTHON_SHIMS), *extra, str(DEVICE_DIR)]
-    return [str(SHIMS), ".frozen", *extra, str(DEVICE_DIR)]
+        return [board, str(CPYTHON_SHIMS), *extra, str(DEVICE_DIR)]
+    return [board, ".frozen", *extra, str(DEVICE_DIR)]
 
 
-def build_command(runtime, script, args=(), path=None, heapsize=None, env=None):
-    """Return (argv, env) that run `script` (a file path) on `runtime`."""
+def build_command(runtime, script, args=(), path=None, heapsize=None, env=None, shims=None):
+    """Return (argv, env) that run `script` (a file path) on `runtime`; shims replaces host_tests/shims."""
     child_env = {k: v for k, v in os.environ.items() if k not in _DROP_ENV}
     if env:
         child_env.update({k: str(v) for k, v in env.items()})
-    search = os.pathsep.join(_search_path(runtime, path))
+    search = os.pathsep.join(_search_path(runtime, path, shims))
     if runtime == "cpython":
         child_env["PYTHONPATH"] = search
         child_env["PYTHONDONTWRITEBYTECODE"] = "1"  # keep firmware/ free of __pycache__
@@ -98,7 +99,9 @@ def build_command(runtime, script, args=(), path=None, heapsize=None, env=None):
     return argv, child_env
 
 
-def run_script(runtime, script, cwd=None, env=None, args=(), timeout=60, path=None, heapsize=None):
+def run_script(
+    runtime, script, cwd=None, env=None, args=(), timeout=60, path=None, heapsize=None, shims=None
+):
     """Run a MicroPython-compatible script on `runtime` and return RunResult(rc, stdout, stderr).
 
     script: a Path (or str path of an existing .py file) to run, or else the source text itself
@@ -119,7 +122,7 @@ def run_script(runtime, script, cwd=None, env=None, args=(), timeout=60, path=No
                 tmp = tempfile.mkdtemp(prefix="devscript-")
             cwd = Path(tmp) / "flash"
             cwd.mkdir()
-        argv, child_env = build_command(runtime, script, args, path, heapsize, env)
+        argv, child_env = build_command(runtime, script, args, path, heapsize, env, shims)
         proc = subprocess.Popen(
             argv,
             cwd=str(cwd),
