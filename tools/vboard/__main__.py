@@ -1,0 +1,124 @@
+"""Command line of the virtual board (see README / `python -m tools.vboard --help`)."""
+
+import argparse
+import asyncio
+import json
+import re
+import signal
+import sys
+from pathlib import Path
+
+from tools.vboard.board import BoardConfig, find_micropython
+from tools.vboard.bootrun import UNTIL_CHOICES, boot_async
+from tools.vboard.server import SerialServer
+
+_MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
+
+
+class UsageError(Exception):
+    pass
+
+
+def _env_pairs(items):
+    env = {}
+    for item in items or ():
+        k, sep, v = item.partition("=")
+        if not sep or not k:
+            raise UsageError("--env wants K=V, got %r" % item)
+        env[k] = v
+    return env
+
+
+def _config(a):
+    flash = Path(a.flash)
+    if not flash.is_dir():
+        raise UsageError("flash directory %s does not exist" % flash)
+    if a.mac and not _MAC_RE.match(a.mac):
+        raise UsageError("--mac wants aa:bb:cc:dd:ee:ff, got %r" % a.mac)
+    if a.wifi and ":" not in a.wifi:
+        raise UsageError("--wifi wants SSID:PASSWORD")
+    find_micropython()  # fail early with a clear message
+    return BoardConfig(flash=flash, mac=a.mac, wifi=a.wifi, env=_env_pairs(a.env), heap=a.heap)
+
+
+def _board_args(p):
+    p.add_argument("--flash", required=True, help="directory that is the board's flash (its /)")
+    p.add_argument("--mac", help="base MAC aa:bb:cc:dd:ee:ff (machine.unique_id, default device name)")
+    p.add_argument("--wifi", help="SSID:PASSWORD of the network in range (default: any network joins)")
+    p.add_argument(
+        "--env",
+        action="append",
+        metavar="K=V",
+        help="environment for the board, e.g. VBOARD_WIFI_DELAY_MS=200, VBOARD_NTP_FAIL=1, UMQTT_API=1.4.0",
+    )
+    p.add_argument("--heap", help="MicroPython heap size, e.g. 256k (default: the unix port's 2 MB)")
+
+
+async def _serve(a, cfg):
+    srv = SerialServer(cfg, host="127.0.0.1", port=a.port, console_log=a.console_log, pty=a.pty)
+    await srv.start()
+    print("vboard listening on %s" % srv.url, flush=True)
+    if srv.pty_path:
+        print("vboard pty %s" % srv.pty_path, flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await srv.stop()
+    return 0
+
+
+async def _boot(a, cfg):
+    def echo(ms, text):
+        if not a.quiet:
+            print(("[%7.0f ms] " % ms if a.timestamps else "") + text, flush=True)
+
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        r = await boot_async(cfg, a.until, a.timeout, a.max_reboots, echo)
+    except asyncio.CancelledError:
+        print("vboard: boot interrupted", file=sys.stderr)
+        return 130
+    if a.json:
+        Path(a.json).write_text(json.dumps(r.to_dict(), indent=1) + "\n")
+    if r.ok:
+        print(
+            "vboard: %s after %.0f ms, %d reboot(s)" % (r.reason, r.elapsed_ms, r.reboots),
+            file=sys.stderr,
+        )
+        return 0
+    print("vboard: boot failed: %s" % r.reason, file=sys.stderr)
+    return 1
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m tools.vboard", description=__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("serve", help="expose the board as a serial port for mpremote (socket:// URL)")
+    _board_args(s)
+    s.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (0 = pick a free one)")
+    s.add_argument("--console-log", help="append everything the board prints to this file")
+    s.add_argument("--pty", action="store_true", help="also a pty, for `mpremote connect /dev/pts/N repl`")
+    b = sub.add_parser("boot", help="power on once (boot.py, main.py) and wait for a firmware state")
+    _board_args(b)
+    b.add_argument("--until", default="online", choices=UNTIL_CHOICES, help="state to wait for")
+    b.add_argument("--timeout", type=float, default=60.0, help="seconds (default 60)")
+    b.add_argument("--max-reboots", type=int, default=5, help="fail after more resets than this (default 5)")
+    b.add_argument("--quiet", action="store_true", help="do not echo the console")
+    b.add_argument("--timestamps", action="store_true", help="prefix console lines with ms since power-on")
+    b.add_argument("--json", help="write the result (states with their ms, lines, reboots) to this file")
+    a = ap.parse_args(argv)
+    try:
+        cfg = _config(a)
+        return asyncio.run(_serve(a, cfg) if a.cmd == "serve" else _boot(a, cfg))
+    except (UsageError, FileNotFoundError, OSError) as e:
+        print("vboard: %s" % e, file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
