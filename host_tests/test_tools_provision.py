@@ -1,0 +1,196 @@
+"""tools/provision.py: config from a file and flags, validated by the firmware's rules, secrets never
+shown; DeviceNames from the MAC or a CSV; the batch manifest; the guard for another device's credential.
+Runs on in-memory boards; the real mpremote path is in test_tools_vboard.py."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+
+from host_tests.test_tools_support import SECRET, FakeBoard, cred
+from tools import board as B
+from tools import provision as P
+
+PS = "ProdSecretQ1w2e3r4"
+WIFI_PW = "wifi-Pa55word!"
+_, STORE, _ = B.firmware_modules()
+
+
+def run_tool(*args, env=None, cwd=None):
+    e = {k: v for k, v in os.environ.items() if k not in ("ALIYUN_PRODUCT_SECRET", "WIFI_PASSWORD")}
+    e.update(env or {})
+    e["PYTHONPATH"] = str(B.REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "tools.provision", *args],
+        cwd=cwd or B.REPO,
+        env=e,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+    )
+
+
+def secret_file(tmp_path, name, value, mode=0o600):
+    p = tmp_path / name
+    p.write_text(value + "\n")
+    os.chmod(p, mode)
+    return p
+
+
+def test_dry_run_summary_redacts_secrets(tmp_path):
+    psf = secret_file(tmp_path, "ps", PS)
+    p = run_tool(
+        "--dry-run",
+        "--product-key",
+        "a1PK",
+        "--product-secret-file",
+        str(psf),
+        "--wifi-ssid",
+        "lab",
+        env={"WIFI_PASSWORD": WIFI_PW},
+    )
+    assert p.returncode == 0, p.stderr
+    for s in (PS, WIFI_PW):
+        assert s not in p.stdout + p.stderr
+    assert (
+        "product_secret=<%s>" % B.fingerprint(PS) in p.stdout
+    )  # the trailing newline of the file is not part
+    assert "wifi_password=<%s>" % B.fingerprint(WIFI_PW) in p.stdout
+    assert '"led_pin"' not in p.stdout and "led_pin=2" in p.stdout  # the board's LED filled in
+
+
+def test_config_file_and_flags_merge_and_invalid_config_names_the_key(tmp_path):
+    cfgf = tmp_path / "product.json"
+    cfgf.write_text(json.dumps({"product_key": "a1PK", "product_secret": PS, "mode": "regnwl"}))
+    os.chmod(cfgf, 0o644)
+    p = run_tool("--dry-run", "--config", str(cfgf), "--board", "ESP32_GENERIC_S3", "--mqtt-port", "8883")
+    assert p.returncode == 0, p.stderr
+    assert 'mode="regnwl"' in p.stdout and "port=8883" in p.stdout and "led_pin" not in p.stdout
+    assert "readable by others" in p.stderr  # a secret-holding file left at 0644
+    os.chmod(cfgf, 0o600)
+    p = run_tool("--dry-run", "--config", str(cfgf), "--keepalive", "5")
+    assert p.returncode == 1 and p.stdout == ""
+    assert p.stderr.strip().splitlines() == [
+        "provision: error: invalid config: keepalive must be an integer from 30 to 1200, got 5"
+    ]
+    p = run_tool("--dry-run", "--config", str(cfgf), "--mode", "magic")
+    assert p.returncode == 1 and "mode must be one of register, regnwl, https" in p.stderr
+
+
+def test_missing_secret_is_one_clear_line(tmp_path):
+    p = run_tool("--dry-run", "--product-key", "a1PK")
+    assert p.returncode == 1
+    assert (
+        p.stderr.strip() == "provision: error: no ProductSecret: give --product-secret-file or set "
+        "ALIYUN_PRODUCT_SECRET"
+    )
+    p = run_tool(
+        "--dry-run", "--product-key", "a1PK", "--wifi-ssid", "lab", env={"ALIYUN_PRODUCT_SECRET": PS}
+    )
+    assert p.returncode == 1 and "no Wi-Fi password" in p.stderr
+
+
+def test_names_csv(tmp_path):
+    f = tmp_path / "names.csv"
+    f.write_text("mac,device_name\n24:0A:C4:00:00:01,line1-0001\n240ac4000002,line1-0002\n")
+    assert P.read_names(f) == {"240ac4000001": "line1-0001", "240ac4000002": "line1-0002"}
+    for body, why in (
+        ("mac,device_name\n24:0a,dev-1\n", "12 hex"),
+        ("mac,device_name\n240ac4000001,a b\n", "not a valid DeviceName"),
+        ("mac,device_name\n240ac4000001,dev-1\n240ac4000001,dev-2\n", "twice"),
+    ):
+        f.write_text(body)
+        with pytest.raises(B.ToolError, match=why):
+            P.read_names(f)
+
+
+RAW = {"product_key": "a1PK", "product_secret": PS, "led_pin": 2}
+
+
+def test_provision_board_writes_config_and_derives_the_name():
+    board = FakeBoard(mac="240ac4000001")
+    assert P.provision_board(board, RAW) == ("240ac4000001", "esp32-240ac4000001")
+    assert json.loads(board.files[B.CONFIG_PATH]) == RAW  # the name is left to the firmware's derivation
+    assert board.puts == [B.CONFIG_PATH]
+    board = FakeBoard(mac="240ac4000009")
+    P.provision_board(board, RAW, names={"240ac4000009": "line1-0009"})
+    assert json.loads(board.files[B.CONFIG_PATH])["device_name"] == "line1-0009"
+    with pytest.raises(B.ToolError, match="not in the names CSV"):
+        P.provision_board(FakeBoard(mac="240ac4000010"), RAW, names={})
+
+
+def test_provision_refuses_a_board_holding_another_devices_credential():
+    held = STORE.encode(cred(pk="a1OLD", dn="esp32-240ac4000001"))
+    board = FakeBoard(files={B.CRED_PATH: held})
+    with pytest.raises(B.ToolError, match="a1OLD/esp32-240ac4000001; provisioning it as a1PK/.*orphan"):
+        P.provision_board(board, RAW)
+    assert B.CONFIG_PATH not in board.files
+    P.provision_board(board, RAW, force=True)
+    assert board.files[B.CRED_PATH] == held  # --force rewrites the config, never the credential
+    same = FakeBoard(files={B.CRED_PATH: STORE.encode(cred())})
+    P.provision_board(same, RAW)  # the same device: rewriting its config (e.g. new Wi-Fi) is fine
+    assert B.CONFIG_PATH in same.files
+
+
+def test_batch_records_every_board_and_goes_on_after_a_failure(tmp_path, monkeypatch, capsys):
+    boards = {
+        "fake://1": FakeBoard("fake://1", mac="240ac4000001"),
+        "fake://2": FakeBoard("fake://2", broken=True),
+        "fake://3": FakeBoard(
+            "fake://3", mac="240ac4000003", files={B.CRED_PATH: STORE.encode(cred(pk="a1OLD"))}
+        ),
+        "fake://4": FakeBoard("fake://4", mac="240ac4000004"),
+    }
+    monkeypatch.setattr(B, "Board", lambda port, tool="", timeout=0: boards[port])
+    manifest = tmp_path / "manifest.csv"
+    a = SimpleNamespace(ports=list(boards), port=None, count=0, wait=1, manifest=str(manifest), force=False)
+    with pytest.raises(B.ToolError, match="2 of 4 boards failed"):
+        P.batch(a, RAW, None)
+    rows = list(csv.DictReader(manifest.open()))
+    assert [r["port"] for r in rows] == list(boards)
+    assert [r["result"].split(":")[0] for r in rows] == ["ok", "failed", "failed", "ok"]
+    assert rows[0]["mac"] == "240ac4000001" and rows[0]["device_name"] == "esp32-240ac4000001"
+    assert rows[3]["device_name"] == "esp32-240ac4000004" and all(r["time"].endswith("Z") for r in rows)
+    assert "orphan" in rows[2]["result"]
+    text = manifest.read_text() + capsys.readouterr().err
+    for s in (PS, SECRET):
+        assert s not in text
+    assert manifest.read_text().splitlines()[0] == ",".join(P.MANIFEST_FIELDS)
+
+
+def test_single_port_batch_waits_for_a_new_mac(monkeypatch):
+    seq = iter([None, "240ac4000001", "240ac4000001", "240ac4000002"])
+
+    class Slot(FakeBoard):
+        def mac(self):
+            m = next(seq)
+            if m is None:
+                raise B.ToolError("no board")
+            return m
+
+    board, mac = P.wait_for_board("fake://0", {"240ac4000001"}, wait_s=5, poll_s=0, board_cls=Slot)
+    assert mac == "240ac4000002"
+    with pytest.raises(B.ToolError, match="no new board"):
+        P.wait_for_board(
+            "fake://0", {"x"}, wait_s=0, poll_s=0, board_cls=lambda *a, **k: FakeBoard(broken=True)
+        )
+
+
+def test_batch_refuses_one_device_name_for_all(tmp_path):
+    p = run_tool(
+        "--batch",
+        "--ports",
+        "a",
+        "b",
+        "--product-key",
+        "a1PK",
+        "--device-name",
+        "dev-0001",
+        env={"ALIYUN_PRODUCT_SECRET": PS},
+    )
+    assert p.returncode == 1 and "--names CSV" in p.stderr

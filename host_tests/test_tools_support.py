@@ -1,0 +1,126 @@
+"""tools/board.py helpers, and FakeBoard: an in-memory board for the tools' logic tests.
+
+The mpremote paths themselves run against the virtual board (test_tools_vboard.py); FakeBoard lets
+the decisions (refuse, back up, name, record) be tested in milliseconds.
+"""
+
+import hashlib
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from tools import board as B
+
+_, store, _ = B.firmware_modules()  # the firmware's own store.py, on CPython
+
+SECRET = "Zq8sN0tAReal5ecretXyZ12345678901"  # a DeviceSecret look-alike: tests assert it never shows
+
+
+def cred(pk="a1PK", dn="esp32-240ac4000001", ds=SECRET):
+    return {"kind": "secret", "pk": pk, "dn": dn, "ds": ds}
+
+
+class FakeBoard:
+    """The surface of tools.board.Board that the tools use, over a dict of files."""
+
+    def __init__(
+        self, port="fake://0", tool=None, timeout=None, mac="240ac4000001", files=None, broken=False
+    ):
+        self.port = port
+        self._mac = mac
+        self.files = dict(files or {})
+        self.broken = broken
+        self.puts = []
+
+    def _check(self):
+        if self.broken:
+            raise B.ToolError("mpremote on %s failed: could not enter raw repl" % self.port)
+
+    def mac(self):
+        self._check()
+        return self._mac
+
+    def read_files(self, paths):
+        self._check()
+        return {p: self.files.get(p) for p in paths}
+
+    def read_file(self, path):
+        return self.read_files([path])[path]
+
+    def sha256(self, paths):
+        self._check()
+        return {p: hashlib.sha256(self.files[p]).hexdigest() for p in paths if p in self.files}
+
+    def put(self, local, remote):
+        self._check()
+        self.files[remote] = Path(local).read_bytes()
+        self.puts.append(remote)
+        return hashlib.sha256(self.files[remote]).hexdigest()
+
+
+def test_every_board_loads_with_its_overrides():
+    assert set(B.board_names()) >= {"ESP32_GENERIC", "ESP32_GENERIC_S3", "ESP32_GENERIC_C3", "VIRTUAL"}
+    want = {
+        "ESP32_GENERIC": ("esp32", "0x1000", "xtensawin"),
+        "ESP32_GENERIC_S3": ("esp32s3", "0x0", "xtensawin"),
+        "ESP32_GENERIC_C3": ("esp32c3", "0x0", "rv32imc"),
+        "VIRTUAL": (None, None, "x64"),
+    }
+    for name, (chip, offset, arch) in want.items():
+        s = B.load_board(name)
+        assert (s["chip"], s["flash_offset"], s["mpy_arch"]) == (chip, offset, arch), name
+        assert s["baud"] == 460800 and s["package_dir"] == "lib/aliyun_iot"  # from base.json
+
+
+def test_board_files_override_only_what_differs():
+    import json
+
+    allowed = {"_comment", "chip", "flash_offset", "mpy_arch", "led_pin", "download"}
+    for name in B.board_names():
+        keys = set(json.loads((B.BOARDS / name / "board.json").read_text()))
+        assert keys <= allowed, (name, keys - allowed)
+
+
+def test_unknown_board_names_the_known_ones():
+    with pytest.raises(B.ToolError, match="ESP32_GENERIC_C3"):
+        B.load_board("ESP32_NOPE")
+    with pytest.raises(B.ToolError):
+        B.load_board("../boards")
+
+
+def test_parse_sha256sum_pairs_paths_and_digests():
+    a, b = hashlib.sha256(b"a").hexdigest(), hashlib.sha256(b"b").hexdigest()
+    out = "sha256sum :main.py\n%s\nsha256sum :lib/aliyun_iot/x.mpy\n%s\n" % (a, b)
+    assert B.parse_sha256sum(out) == {"main.py": a, "lib/aliyun_iot/x.mpy": b}
+    assert B.parse_sha256sum("sha256sum :gone.py\nmpremote: sha256sum: No such file\n") == {}
+
+
+def test_fingerprint_is_length_and_four_hex():
+    fp = B.fingerprint(SECRET)
+    assert fp == "%d chars, sha256 %s..." % (len(SECRET), hashlib.sha256(SECRET.encode()).hexdigest()[:4])
+    assert SECRET not in fp
+
+
+def test_write_private_is_0600_and_never_replaces(tmp_path):
+    p = B.write_private(tmp_path / "x.cred", b"data")
+    assert stat.S_IMODE(os.stat(p).st_mode) == 0o600
+    with pytest.raises(FileExistsError):
+        B.write_private(p, b"other")
+    assert p.read_bytes() == b"data"
+
+
+def test_describe_cred_hides_the_secret():
+    line = B.describe_cred(cred())
+    assert SECRET not in line and "a1PK/esp32-240ac4000001" in line and "32 chars" in line
+    tok = {"kind": "token", "pk": "a1PK", "dn": "dev1", "cid": "c1", "tok": "t0k3nvalue"}
+    assert "t0k3nvalue" not in B.describe_cred(tok) and "kind=token" in B.describe_cred(tok)
+
+
+def test_fake_board_round_trips_store_encoding():
+    raw = store.encode(cred())
+    board = FakeBoard(files={B.CRED_PATH: raw})
+    assert B.read_credential(board) == (raw, cred(), None)
+    board.files[B.CRED_PATH] = raw.replace(b"a1PK", b"a1PX")
+    assert B.read_credential(board)[2] is not None  # corrupt: the check value no longer matches

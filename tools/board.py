@@ -1,0 +1,243 @@
+"""Shared helpers of the board tools: board settings, mpremote, firmware modules, messages.
+
+Every tool prints progress and its one failure line on stderr; stdout carries only results.
+Nothing here ever prints a secret: callers get the credential bytes, and print fingerprints.
+"""
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BOARDS = REPO / "boards"
+FIRMWARE = REPO / "firmware"
+DEFAULT_BOARD = "ESP32_GENERIC"
+CRED_PATH = "aliyun_iot.cred"
+CONFIG_PATH = "config.json"
+_MPREMOTE_TIMEOUT = 60
+_BOARD_KEYS = ("chip", "flash_offset", "mpy_arch", "led_pin", "baud", "package_dir", "root_files", "download")
+_MPY_ARCHES = ("x86", "x64", "armv6m", "armv7m", "armv7emsp", "xtensa", "xtensawin", "rv32imc")
+
+
+class ToolError(Exception):
+    """A failure the tool reports as one line on stderr, then exits non-zero."""
+
+
+def say(tool, msg):
+    """A progress line on stderr."""
+    print("%s: %s" % (tool, msg), file=sys.stderr, flush=True)
+
+
+def run_main(tool, fn, argv=None):
+    """Run fn(argv); turn ToolError (and Ctrl-C) into one stderr line and exit status 1 (130)."""
+    try:
+        rc = fn(argv)
+    except ToolError as e:
+        print("%s: error: %s" % (tool, e), file=sys.stderr, flush=True)
+        return 1
+    except KeyboardInterrupt:
+        print("%s: interrupted" % tool, file=sys.stderr, flush=True)
+        return 130
+    return rc or 0
+
+
+def fingerprint(secret):
+    """'<n> chars, sha256 abcd...': enough to tell two secrets apart, useless to an attacker."""
+    if isinstance(secret, str):
+        secret = secret.encode()
+    return "%d chars, sha256 %s..." % (len(secret), hashlib.sha256(secret).hexdigest()[:4])
+
+
+# ---------------------------------------------------------------- firmware modules
+
+
+def firmware_modules():
+    """(config, store, errors) from firmware/aliyun_iot: the very code the board runs, on CPython."""
+    fw = str(FIRMWARE)
+    if fw not in sys.path:
+        sys.path.insert(0, fw)
+    from aliyun_iot import config, errors, store
+
+    return config, store, errors
+
+
+# ---------------------------------------------------------------- board settings
+
+
+def board_names():
+    return sorted(p.parent.name for p in BOARDS.glob("*/board.json"))
+
+
+def load_board(name):
+    """Board settings: boards/base.json overridden by boards/<name>/board.json, checked."""
+    if not name or not re.fullmatch(r"[A-Z0-9_]+", name) or not (BOARDS / name / "board.json").is_file():
+        raise ToolError("unknown board %r; boards: %s" % (name, ", ".join(board_names())))
+    settings = {}
+    for path in (BOARDS / "base.json", BOARDS / name / "board.json"):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise ToolError("cannot read %s: %s" % (path, e)) from None
+        settings.update({k: v for k, v in data.items() if not k.startswith("_")})
+    unknown = set(settings) - set(_BOARD_KEYS)
+    if unknown:
+        raise ToolError("%s: unknown board settings %s" % (name, ", ".join(sorted(unknown))))
+    if settings["mpy_arch"] not in _MPY_ARCHES:
+        raise ToolError("%s: mpy_arch must be one of %s" % (name, ", ".join(_MPY_ARCHES)))
+    if settings["led_pin"] is not None and not (
+        isinstance(settings["led_pin"], int) and 0 <= settings["led_pin"] <= 48
+    ):
+        raise ToolError("%s: led_pin must be null or a GPIO number 0..48" % name)
+    if settings["chip"] is not None:
+        offset = settings["flash_offset"]
+        if not isinstance(offset, str) or not re.fullmatch(r"0x[0-9a-fA-F]+", offset):
+            raise ToolError("%s: flash_offset must be a hex string like 0x1000" % name)
+    settings["name"] = name
+    return settings
+
+
+# ---------------------------------------------------------------- mpremote
+
+
+def mpremote_argv(port, *args):
+    """The venv's mpremote connected to port (a serial device or a socket:// / rfc2217:// URL)."""
+    return [sys.executable, "-m", "mpremote", "connect", port, *args]
+
+
+def _last_line(text):
+    # The last line of mpremote's output names the error; lines carrying file contents (DATA=...,
+    # possibly a credential) are never quoted.
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("DATA=")]
+    return lines[-1][:200] if lines else "no output"
+
+
+class Board:
+    """A board on a serial port (or the virtual board's URL), driven by the real mpremote.
+
+    Output is always captured: the credential file's bytes pass through a pipe, never a terminal.
+    """
+
+    def __init__(self, port, tool="board", timeout=_MPREMOTE_TIMEOUT):
+        if not port:
+            raise ToolError("no port given (--port /dev/ttyUSB0, COM3 or socket://127.0.0.1:PORT)")
+        self.port = port
+        self.tool = tool
+        self.timeout = timeout
+        self._mac = None
+
+    def mpremote(self, *args, check=True):
+        """Run mpremote with args; return its stdout. Raises ToolError naming the port on failure."""
+        argv = mpremote_argv(self.port, *args)
+        try:
+            p = subprocess.run(argv, capture_output=True, text=True, timeout=self.timeout)
+        except subprocess.TimeoutExpired:
+            raise ToolError("mpremote on %s: no answer within %d s" % (self.port, self.timeout)) from None
+        if check and p.returncode != 0:
+            raise ToolError("mpremote on %s failed: %s" % (self.port, _last_line(p.stderr + p.stdout)))
+        return p.stdout
+
+    def exec(self, code):
+        """Run code on the board; return what it printed (mpremote exec)."""
+        return self.mpremote("exec", code)
+
+    def read_files(self, paths):
+        """{path: bytes, or None if absent} for board files, in one round trip that also notes the MAC."""
+        code = (
+            "import binascii, machine\n"
+            "print('MAC=' + binascii.hexlify(machine.unique_id()).decode())\n"
+            "for p in %r:\n"
+            " try:\n  f = open(p, 'rb')\n except OSError:\n  print('DATA=NONE')\n"
+            " else:\n  print('DATA=' + binascii.hexlify(f.read()).decode())\n  f.close()\n" % (list(paths),)
+        )
+        out = self.exec(code).splitlines()
+        macs = [ln[4:].strip() for ln in out if ln.startswith("MAC=")]
+        data = [ln[5:].strip() for ln in out if ln.startswith("DATA=")]
+        if len(macs) != 1 or not re.fullmatch(r"[0-9a-f]{12}", macs[0]) or len(data) != len(paths):
+            raise ToolError("garbled answer from the board on %s" % self.port)
+        self._mac = macs[0]
+        try:
+            return {p: None if d == "NONE" else bytes.fromhex(d) for p, d in zip(paths, data, strict=True)}
+        except ValueError:
+            raise ToolError("garbled answer reading files from the board on %s" % self.port) from None
+
+    def read_file(self, path):
+        """The bytes of a file on the board, or None if it does not exist."""
+        return self.read_files([path])[path]
+
+    def mac(self):
+        """The board's base MAC (machine.unique_id()) as 12 lowercase hex digits."""
+        if self._mac is None:
+            self.read_files([])
+        return self._mac
+
+    def sha256(self, paths):
+        """{path: hex sha256} for board files, via `mpremote fs sha256sum` in one connection."""
+        if not paths:
+            return {}
+        out = self.mpremote("fs", "sha256sum", *[":" + p for p in paths])
+        return parse_sha256sum(out)
+
+    def put(self, local, remote):
+        """Copy a local file to the board atomically (write remote.tmp, os.rename over remote) and return
+        the sha256 of remote read back from the board, all in one session."""
+        tmp = remote + ".tmp"
+        rename = "import os\nos.rename(%r, %r)" % (tmp, remote)
+        out = self.mpremote(
+            "fs", "cp", "-f", str(local), ":" + tmp, "+", "exec", rename, "+", "fs", "sha256sum", ":" + remote
+        )
+        return parse_sha256sum(out).get(remote)
+
+    def reset(self):
+        self.mpremote("reset")
+
+
+def parse_sha256sum(out):
+    """Parse `mpremote fs sha256sum :a :b` output ('sha256sum :a' then the hex digest, per file)."""
+    result = {}
+    current = None
+    for line in out.splitlines():
+        line = line.strip()
+        if line.startswith("sha256sum :"):
+            current = line[len("sha256sum :") :]
+        elif current is not None and re.fullmatch(r"[0-9a-f]{64}", line):
+            result[current] = line
+            current = None
+    return result
+
+
+def read_credential(board, files=None):
+    """(raw bytes or None, decoded cred or None, error message or None) for the board's stored credential.
+    files: what board.read_files() already returned, to save a round trip."""
+    _, store, errors = firmware_modules()
+    raw = files[CRED_PATH] if files is not None else board.read_file(CRED_PATH)
+    if raw is None:
+        return None, None, None
+    try:
+        return raw, store.decode(raw), None
+    except errors.StorageError as e:
+        return raw, None, e.msg
+
+
+def describe_cred(cred):
+    """One line about a credential, secret replaced by its fingerprint."""
+    secret = cred.get("ds") if cred["kind"] == "secret" else cred.get("tok")
+    what = "DeviceSecret" if cred["kind"] == "secret" else "deviceToken"
+    return "%s/%s kind=%s %s %s" % (cred["pk"], cred["dn"], cred["kind"], what, fingerprint(secret))
+
+
+# ---------------------------------------------------------------- files holding secrets
+
+
+def write_private(path, data):
+    """Create path with mode 0600 (never readable by others, not even for a moment); fail if it exists."""
+    path = Path(path)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    return path

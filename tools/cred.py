@@ -1,0 +1,186 @@
+"""The board's stored credential (aliyun_iot.cred): status, backup to a 0600 file, restore.
+
+An activated device whose DeviceSecret is lost is locked out until ResetThing: back it up before
+erasing or reflashing. Nothing here prints a secret: a length and the first 4 hex of its sha256.
+
+    python -m tools.cred status  --port /dev/ttyUSB0
+    python -m tools.cred backup  --port /dev/ttyUSB0 [--dir backups]
+    python -m tools.cred restore --port /dev/ttyUSB0 backups/<pk>.<dn>.<mac>.cred [--force]
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from tools import board as B
+
+TOOL = "cred"
+DEFAULT_DIR = B.REPO / "backups"
+
+
+def _decode(raw, where):
+    _, store, errors = B.firmware_modules()
+    try:
+        return store.decode(raw)
+    except errors.StorageError as e:
+        raise B.ToolError("%s: %s; refusing to use it" % (where, e.msg)) from None
+
+
+def backup_name(cred, mac):
+    return "%s.%s.%s.cred" % (cred["pk"], cred["dn"].replace(":", "_").replace("@", "_"), mac)
+
+
+def backup(board, out_dir):
+    """Save the board's credential in out_dir (mode 0600); returns the path. An identical backup is reused."""
+    raw = board.read_files([B.CRED_PATH])[B.CRED_PATH]
+    if raw is None:
+        raise B.ToolError("no stored credential on %s: nothing to back up" % board.port)
+    cred = _decode(raw, "the credential on %s" % board.port)
+    mac = board.mac()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = out_dir / backup_name(cred, mac)
+    if path.exists():
+        if path.read_bytes() == raw:
+            B.say(TOOL, "already backed up in %s" % path)
+            return path
+        # Never overwrite an older backup: it may be the only copy of a secret still in use.
+        path = out_dir / ("%s.%s.cred" % (path.name[: -len(".cred")], time.strftime("%Y%m%dT%H%M%S")))
+    B.write_private(path, raw)
+    if _decode(path.read_bytes(), str(path)) != cred:
+        raise B.ToolError("backup %s reads back different from the board's credential" % path)
+    return path
+
+
+def restore(board, path, force=False):
+    """Write a backed-up credential to the board (temp file + rename), then compare its sha256 there."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise B.ToolError("cannot read %s: %s" % (path, e.strerror)) from None
+    cred = _decode(raw, str(path))
+    files = board.read_files([B.CRED_PATH, B.CONFIG_PATH])
+    old_raw, old, problem = B.read_credential(board, files)
+    if old_raw == raw:
+        B.say(TOOL, "the board already holds this credential")
+        return cred
+    if old_raw is not None and not force:
+        held = (
+            "a corrupt credential (%s)" % problem
+            if problem
+            else "the credential of %s/%s" % (old["pk"], old["dn"])
+        )
+        raise B.ToolError("the board holds %s; pass --force to replace it" % held)
+    conflict = _config_conflict(board, cred, files[B.CONFIG_PATH])
+    if conflict and not force:
+        raise B.ToolError(
+            "%s: the board would refuse to boot (code=mismatch); pass --force to restore anyway" % conflict
+        )
+    got = board.put(path, B.CRED_PATH)
+    if got != hashlib.sha256(raw).hexdigest():
+        raise B.ToolError("the credential read back from the board differs from %s" % path)
+    return cred
+
+
+def _config_conflict(board, cred, data):
+    """Why the board's config.json (data) names another device than cred, or None (also without a config)."""
+    config, _, _ = B.firmware_modules()
+    if data is None:
+        return None
+    try:
+        cfg = json.loads(data)
+    except ValueError:
+        return None
+    if not isinstance(cfg, dict):
+        return None
+    dn = cfg.get("device_name") or config.device_name_from_mac(bytes.fromhex(board.mac()))
+    if (cfg.get("product_key"), dn) != (cred["pk"], cred["dn"]):
+        return "config.json on the board is for %s/%s, the credential for %s/%s" % (
+            cfg.get("product_key"),
+            dn,
+            cred["pk"],
+            cred["dn"],
+        )
+    return None
+
+
+def status(board):
+    """Lines describing the board: MAC, credential, config (secrets as fingerprints)."""
+    config, _, _ = B.firmware_modules()
+    files = board.read_files([B.CRED_PATH, B.CONFIG_PATH])
+    lines = ["port: %s" % board.port, "mac: %s" % board.mac()]
+    raw, cred, problem = B.read_credential(board, files)
+    if raw is None:
+        lines.append("credential: none (the board registers on its next boot)")
+    elif problem:
+        lines.append("credential: CORRUPT (%s): the board will refuse to boot" % problem)
+    else:
+        flow = "dynamic registration (register/https)" if cred["kind"] == "secret" else "regnwl (token)"
+        lines.append("credential: present %s; from %s" % (B.describe_cred(cred), flow))
+    data = files[B.CONFIG_PATH]
+    if data is None:
+        lines.append("config: none (provision the board)")
+    else:
+        try:
+            cfg = config.validate(json.loads(data))
+        except (ValueError, config.ConfigError) as e:
+            lines.append("config: INVALID (%s)" % getattr(e, "msg", e))
+        else:
+            lines.append(
+                "config: %s/%s mode=%s host=%s"
+                % (
+                    cfg["product_key"],
+                    cfg["device_name"] or "(from MAC)",
+                    cfg["mode"],
+                    cfg["host"] or "(default)",
+                )
+            )
+    return lines
+
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(
+        prog="python -m tools.cred",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
+    )
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    for name, text in (
+        ("status", "show whether the board holds a credential, and whose"),
+        ("backup", "copy the board's credential to a local 0600 file"),
+        ("restore", "write a backed-up credential back to the board"),
+    ):
+        p = sub.add_parser(name, help=text, description=text)
+        p.add_argument("--port", "-p", required=True, help="serial port or socket:// URL of the board")
+        p.add_argument("--board", default=B.DEFAULT_BOARD, help="board name (unused; accepted for make)")
+        if name == "backup":
+            p.add_argument("--dir", default=str(DEFAULT_DIR), help="backups folder (default %(default)s)")
+        if name == "restore":
+            p.add_argument("file", help="a backup file written by `backup`")
+            p.add_argument("--force", action="store_true", help="replace a different credential on the board")
+    return ap.parse_args(argv)
+
+
+def main(argv=None):
+    a = parse_args(argv)
+    board = B.Board(a.port, TOOL)
+    if a.cmd == "status":
+        print("\n".join(status(board)))
+    elif a.cmd == "backup":
+        path = backup(board, a.dir)
+        cred = _decode(path.read_bytes(), str(path))
+        print("backed up %s to %s (mode %o)" % (B.describe_cred(cred), path, os.stat(path).st_mode & 0o777))
+    else:
+        cred = restore(board, a.file, a.force)
+        print("restored %s to %s" % (B.describe_cred(cred), a.port))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(B.run_main(TOOL, main))
