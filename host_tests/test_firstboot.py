@@ -6,6 +6,7 @@ import sys
 import pytest
 
 from host_tests.plugins.firmware import board_flash, boot
+from host_tests.plugins.runtimes import assert_device_ok, device_script, run_script
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1] / "firmware"))
 from aliyun_iot import store  # noqa: E402  (the firmware's own decoder, run on the host)
@@ -147,3 +148,49 @@ def test_corrupt_credential_is_reported_never_replaced(runtime, flash, emu, secr
     assert b.result == "fatal StorageError corrupt"
     assert "registering" not in b.states
     assert path.read_bytes() == damaged
+
+
+def test_application_session_subscribe_ping_kickoff_reconnect(runtime, flash, emu, secret_guard):
+    dn = "app-" + runtime[:2]
+    emu.add_device(PK, dn)
+    board_flash(emu, flash, product_key=PK, product_secret=PS, device_name=dn, backoff_ms=100)
+    r = run_script(runtime, device_script("session_app.py"), cwd=flash, timeout=90)
+    secret_guard.secret(*_secrets(emu, PK, dn))
+    secret_guard.output(r.stdout, r.stderr)
+    assert assert_device_ok(r) == [
+        "callback-receives",
+        "pingresp-handled",
+        "post-reply-code",
+        "kicked-off",
+        "resubscribed-after-reconnect",
+        "backoff-capped",
+    ]
+
+
+def test_status_led_follows_the_boot(runtime, flash, emu, tmp_path):
+    dn = "led-" + runtime[:2]
+    emu.add_device(PK, dn)
+    board_flash(emu, flash, product_key=PK, product_secret=PS, device_name=dn, led_pin=2)
+    led = tmp_path / "led.log"
+    assert boot(runtime, flash, env={"VBOARD_LED": str(led)}).result == "online"
+    assert led.read_text().split("\n")[:2] == ["2 1", "2 0"]  # on while working, off once online
+
+
+@pytest.mark.parametrize(
+    "env,cfg,result,attempts",
+    [
+        ({"VBOARD_WIFI": "lab:other-password"}, {}, "fatal NetworkError wifi_auth", 0),
+        ({"VBOARD_WIFI": "elsewhere:x"}, {}, "fatal NetworkError wifi_noap", 0),
+        ({"VBOARD_NTP_FAIL": "2"}, {}, "online", 1),
+        ({"VBOARD_NTP_FAIL": "3"}, {}, "fatal NetworkError ntp", 0),
+        ({"VBOARD_NTP_FAIL": "9"}, {"ntp": False}, "online", 1),
+    ],
+    ids=["wifi-wrong-password", "wifi-no-ap", "ntp-recovers", "ntp-dead", "ntp-off"],
+)
+def test_wifi_and_clock(runtime, flash, emu, env, cfg, result, attempts):
+    dn = "net-%s-%s" % (len(emu.registry()["devices"]), runtime[:2])
+    emu.add_device(PK, dn)
+    board_flash(emu, flash, product_key=PK, product_secret=PS, device_name=dn, **cfg)
+    b = boot(runtime, flash, env=env)
+    assert b.result == result, b.stdout
+    assert b.attempts == attempts
