@@ -31,6 +31,10 @@ REPO = Path(__file__).resolve().parents[1]
 PK, PS = "a1BenchMark", "BenchProductSecret01"
 STAGES = ("registered", "connected", "acked")
 FLOOR_RTTS = {"registered": 4, "connected": 4, "acked": 1}
+# The proxy sits in user space: the kernel completes the client's TCP handshake with it at once, so through
+# it a new connection's floor is TLS 1.2 2 + CONNECT 1 round trips (TLS 1.3, which OpenSSL negotiates for
+# the SDK, needs 1 instead of 2).
+PROXY_FLOOR_RTTS = {"registered": 3, "connected": 3, "acked": 1}
 _FW_MARKS = {
     "registered": ("registering", "registered"),
     "connected": ("connecting", "connected"),
@@ -167,15 +171,24 @@ def _median(runs, stage):
 
 
 def table(results):
-    lines = ["%-8s %-9s %-11s %10s %8s %6s" % ("RTT ms", "client", "stage", "wall ms", "/RTT", "floor")]
+    lines = [
+        "%-8s %-9s %-11s %10s %8s %6s %7s"
+        % ("RTT ms", "client", "stage", "wall ms", "/RTT", "floor", "floor*")
+    ]
     for row in results["rows"]:
         for stage in STAGES:
             ms = row[stage]
             per = "%.1f" % (ms / row["rtt_ms"]) if row["rtt_ms"] else "-"
             lines.append(
-                "%-8d %-9s %-11s %10.1f %8s %6d"
-                % (row["rtt_ms"], row["client"], stage, ms, per, FLOOR_RTTS[stage])
+                "%-8d %-9s %-11s %10.1f %8s %6d %7d"
+                % (row["rtt_ms"], row["client"], stage, ms, per, FLOOR_RTTS[stage], PROXY_FLOOR_RTTS[stage])
             )
+    lines.append(
+        "floor: TCP 1 + TLS 1.2 2 + CONNECT 1 round trips per connection (1 for a post and its reply);"
+    )
+    lines.append(
+        "floor*: the same as seen through the delay proxy, which cannot delay the kernel's TCP handshake."
+    )
     lines.append("")
     lines.append(".mpy size: " + ", ".join("%s %d B" % kv for kv in sorted(results["mpy_bytes"].items())))
     lines.append("smallest -X heapsize for a whole first boot: %s KiB" % results["min_heap_kib"])
@@ -199,7 +212,10 @@ def chart(results, path):
             ]
             ax.bar([x + i * 0.4 for x in range(len(rtts))], vals, width=0.4, label=client)
         ax.plot(
-            [x + 0.2 for x in range(len(rtts))], [FLOOR_RTTS[stage] * t for t in rtts], "k--", label="floor"
+            [x + 0.2 for x in range(len(rtts))],
+            [PROXY_FLOOR_RTTS[stage] * t for t in rtts],
+            "k--",
+            label="floor through the proxy",
         )
         ax.set_xticks([x + 0.2 for x in range(len(rtts))], ["%d ms" % t for t in rtts])
         ax.set_title(stage)

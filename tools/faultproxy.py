@@ -161,6 +161,12 @@ class FaultProxy:
         self.faults = Faults(**faults)
 
     async def _handle(self, c_reader, c_writer):
+        try:
+            await self._proxy(c_reader, c_writer)
+        except asyncio.CancelledError:
+            pass  # shutting down: end quietly rather than as a cancelled task asyncio would log
+
+    async def _proxy(self, c_reader, c_writer):
         self.connections += 1
         f = self.faults
         if f.faulty and self.connections > f.faulty:

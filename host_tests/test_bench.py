@@ -1,0 +1,31 @@
+"""make bench stays runnable: one short pass (RTT 0, one run each) produces every figure. Its numbers are
+reported, never asserted: speed is the benchmark's business, not a test's."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from host_tests.plugins.runtimes import REPO
+
+
+@pytest.mark.slow
+def test_bench_short_pass_produces_every_figure(tmp_path):
+    r = subprocess.run(
+        [sys.executable, "-m", "tools.bench", "--rtt", "0", "--repeat", "1", "--out", str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads((tmp_path / "bench.json").read_text())
+    assert {(row["client"], row["rtt_ms"]) for row in res["rows"]} == {("firmware", 0), ("sdk", 0)}
+    for row in res["rows"]:
+        assert all(row[s] > 0 for s in ("registered", "connected", "acked"))
+    assert set(res["mpy_bytes"]) == {"xtensawin", "rv32imc"}
+    assert 8 < res["min_heap_kib"] < 256
+    assert res["peak_heap_bytes"] > 0
+    assert (tmp_path / "bench.png").stat().st_size > 0
+    assert "floor" in r.stdout and "smallest -X heapsize" in r.stdout
