@@ -4,6 +4,7 @@ Every tool prints progress and its one failure line on stderr; stdout carries on
 Nothing here ever prints a secret: callers get the credential bytes, and print fingerprints.
 """
 
+import argparse
 import hashlib
 import json
 import os
@@ -25,6 +26,17 @@ _MPY_ARCHES = ("x86", "x64", "armv6m", "armv7m", "armv7emsp", "xtensa", "xtensaw
 
 class ToolError(Exception):
     """A failure the tool reports as one line on stderr, then exits non-zero."""
+
+
+def parser(tool, doc):
+    """The parser of `python -m tools.<tool>`: the doc's first paragraph on top, the rest below."""
+    parts = doc.split("\n\n")
+    return argparse.ArgumentParser(
+        prog="python -m tools." + tool,
+        description=parts[0],
+        epilog="\n\n".join(parts[1:]),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
 
 
 def say(tool, msg):

@@ -8,7 +8,6 @@ erasing or reflashing. Nothing here prints a secret: a length and the first 4 he
     python -m tools.cred restore --port /dev/ttyUSB0 backups/<pk>.<dn>.<mac>.cred [--force]
 """
 
-import argparse
 import hashlib
 import json
 import os
@@ -144,12 +143,7 @@ def status(board):
 
 
 def parse_args(argv):
-    ap = argparse.ArgumentParser(
-        prog="python -m tools.cred",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
-    )
+    ap = B.parser("cred", __doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
     for name, text in (
         ("status", "show whether the board holds a credential, and whose"),

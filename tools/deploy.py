@@ -8,7 +8,6 @@ the board is reset. config.json and the stored credential are never touched.
     python -m tools.deploy --board VIRTUAL --port socket://127.0.0.1:PORT --ca emulator-state/ca.der
 """
 
-import argparse
 import hashlib
 import subprocess
 import sys
@@ -147,12 +146,7 @@ def copy_and_verify(board, settings, files):
 
 
 def parse_args(argv):
-    ap = argparse.ArgumentParser(
-        prog="python -m tools.deploy",
-        description=__doc__.split("\n\n")[0],
-        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    ap = B.parser("deploy", __doc__)
     ap.add_argument("--board", default=B.DEFAULT_BOARD, help="board name under boards/ (default %(default)s)")
     ap.add_argument("--port", "-p", required=True, help="serial port or socket:// URL of the board")
     ap.add_argument(

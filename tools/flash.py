@@ -9,7 +9,6 @@ Before anything is erased: the chip on the port must be the board's chip, and a 
     python -m tools.flash ... --no-erase     # upgrade MicroPython in place: the filesystem is kept
 """
 
-import argparse
 import re
 import shlex
 import subprocess
@@ -121,12 +120,7 @@ def _esptool_live(args):
 
 
 def parse_args(argv):
-    ap = argparse.ArgumentParser(
-        prog="python -m tools.flash",
-        description=__doc__.split("\n\n")[0],
-        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    ap = B.parser("flash", __doc__)
     ap.add_argument("--board", default=B.DEFAULT_BOARD, help="board name under boards/ (default %(default)s)")
     ap.add_argument("--port", "-p", required=True, help="serial port of the board, e.g. /dev/ttyUSB0 or COM3")
     ap.add_argument(

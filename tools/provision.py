@@ -13,7 +13,6 @@ likewise (--wifi-password-file, WIFI_PASSWORD, prompt). Output shows a secret's 
     python -m tools.provision --batch --ports /dev/ttyUSB0 /dev/ttyUSB1 --config secrets/product.json
 """
 
-import argparse
 import csv
 import getpass
 import hashlib
@@ -322,12 +321,7 @@ def batch(a, raw, names):
 
 
 def parse_args(argv):
-    ap = argparse.ArgumentParser(
-        prog="python -m tools.provision",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
-    )
+    ap = B.parser("provision", __doc__)
     ap.add_argument("--board", default=B.DEFAULT_BOARD, help="board name under boards/ (default %(default)s)")
     ap.add_argument("--port", "-p", help="serial port or socket:// URL of the board")
     ap.add_argument("--config", help="a local config JSON (keep it in secrets/, mode 0600)")

@@ -52,6 +52,17 @@ def raises(name, exc_type, fn, *args, **kwargs):
     return None
 
 
+def require_lfs2():
+    """The vfs module when it has VfsLfs2 (to mount littlefs on a RAM block device), else SKIP."""
+    try:
+        import vfs
+    except ImportError:
+        vfs = None
+    if vfs is None or not hasattr(vfs, "VfsLfs2"):
+        skip("needs vfs.VfsLfs2 on a RAM block device: MicroPython unix port only")
+    return vfs
+
+
 def arg(i, default=None):
     return sys.argv[i] if len(sys.argv) > i else default
 

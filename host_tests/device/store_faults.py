@@ -5,12 +5,7 @@ import os
 
 import devkit
 
-try:
-    import vfs
-except ImportError:
-    vfs = None
-if vfs is None or not hasattr(vfs, "VfsLfs2"):
-    devkit.skip("needs vfs.VfsLfs2 on a RAM block device: MicroPython unix port only")
+vfs = devkit.require_lfs2()
 
 from aliyun_iot import store
 from aliyun_iot.errors import StorageError

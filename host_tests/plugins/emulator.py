@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pytest
 
-from tools.emulator.process import _CA_FILES, EmulatorProcess  # noqa: F401 - re-exported for tests
+from tools.emulator.process import _CA_FILES, EmulatorProcess, registry_args  # noqa: F401 - re-exported for tests
 
 REPO = Path(__file__).resolve().parents[2]
 SDK_VENV = REPO / ".venv-sdk"
@@ -45,18 +45,20 @@ class EmulatorFactory:
         self.ca_cache = Path(ca_cache)
         self.instances = []
 
-    def __call__(self, products=None, devices=(), regnwl=(), no_dynreg=(), linger=None, tls_fault=None,
-                 args=(), fresh_ca=False, start=True):
+    def __call__(
+        self,
+        products=None,
+        devices=(),
+        regnwl=(),
+        no_dynreg=(),
+        linger=None,
+        tls_fault=None,
+        args=(),
+        fresh_ca=False,
+        start=True,
+    ):
         n = len(self.instances)
-        argv = []
-        for pk, ps in (products or {}).items():
-            argv += ["--product", "%s=%s" % (pk, ps)]
-        for dev in devices:
-            argv += ["--device", dev]
-        for pk in regnwl:
-            argv += ["--regnwl", pk]
-        for pk in no_dynreg:
-            argv += ["--no-dynreg", pk]
+        argv = registry_args(products, devices, regnwl, no_dynreg)
         if linger is not None:
             argv += ["--register-linger", str(linger)]
         if tls_fault is not None:
@@ -64,8 +66,12 @@ class EmulatorFactory:
         seed = None
         if not fresh_ca and all((self.ca_cache / name).exists() for name in _CA_FILES):
             seed = self.ca_cache  # reuse one RSA CA per test session: minting one costs time
-        emu = EmulatorProcess(self.base_dir / ("state%d" % n), self.base_dir / ("emulator%d.log" % n),
-                              [*argv, *args], ca_seed=seed)
+        emu = EmulatorProcess(
+            self.base_dir / ("state%d" % n),
+            self.base_dir / ("emulator%d.log" % n),
+            [*argv, *args],
+            ca_seed=seed,
+        )
         self.instances.append(emu)
         if start:
             emu.start()
@@ -103,6 +109,7 @@ def shared_emulator(tmp_path_factory, _emulator_ca_cache):
 
 # ---- the official SDK's venv ----
 
+
 def ensure_sdk_venv():
     """Create .venv-sdk (aliyun-iot-linkkit 1.2.13, paho-mqtt 1.6.1) if missing; returns its python."""
     python = SDK_VENV / "bin" / "python"
@@ -113,8 +120,12 @@ def ensure_sdk_venv():
         if _sdk_ok(python):
             return python
         subprocess.run([sys.executable, "-m", "venv", str(SDK_VENV)], check=True, capture_output=True)
-        subprocess.run([str(SDK_VENV / "bin" / "pip"), "install", "-q", "-r", str(SDK_REQUIREMENTS)],
-                       check=True, capture_output=True, timeout=600)
+        subprocess.run(
+            [str(SDK_VENV / "bin" / "pip"), "install", "-q", "-r", str(SDK_REQUIREMENTS)],
+            check=True,
+            capture_output=True,
+            timeout=600,
+        )
         if not _sdk_ok(python):
             raise RuntimeError("could not set up %s" % SDK_VENV)
     return python
@@ -123,10 +134,16 @@ def ensure_sdk_venv():
 def _sdk_ok(python):
     if not python.exists():
         return False
-    res = subprocess.run([str(python), "-c", "import linkkit.linkkit, paho.mqtt; import paho; "
-                          "from importlib.metadata import version as v; "
-                          "assert v('aliyun-iot-linkkit') == '1.2.13' and v('paho-mqtt') == '1.6.1'"],
-                         capture_output=True)
+    res = subprocess.run(
+        [
+            str(python),
+            "-c",
+            "import linkkit.linkkit, paho.mqtt; import paho; "
+            "from importlib.metadata import version as v; "
+            "assert v('aliyun-iot-linkkit') == '1.2.13' and v('paho-mqtt') == '1.6.1'",
+        ],
+        capture_output=True,
+    )
     return res.returncode == 0
 
 
@@ -140,8 +157,14 @@ def sdk_python():
 
 # ---- a paho-mqtt 2 test device ----
 
-_RC = {"Success": 0, "Unsupported protocol version": 1, "Client identifier not valid": 2,
-       "Server unavailable": 3, "Bad user name or password": 4, "Not authorized": 5}
+_RC = {
+    "Success": 0,
+    "Unsupported protocol version": 1,
+    "Client identifier not valid": 2,
+    "Server unavailable": 3,
+    "Bad user name or password": 4,
+    "Not authorized": 5,
+}
 
 
 class PahoDevice:
@@ -155,8 +178,12 @@ class PahoDevice:
         self.tls = tls
         self.host = host or emu.host
         self.keepalive = keepalive
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
-                                  protocol=mqtt.MQTTv311, reconnect_on_failure=False)
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=mqtt.MQTTv311,
+            reconnect_on_failure=False,
+        )
         self.client.username_pw_set(username, password)
         if tls:
             self.client.tls_set_context(emu.client_context())
@@ -164,7 +191,8 @@ class PahoDevice:
         self.messages = queue.Queue()
         self.disconnected = threading.Event()
         self.client.on_connect = lambda c, u, flags, rc, props: self.connack.put(
-            _RC.get(rc.getName(), rc.value))
+            _RC.get(rc.getName(), rc.value)
+        )
         self.client.on_message = lambda c, u, msg: self.messages.put((msg.topic, bytes(msg.payload)))
         self.client.on_disconnect = lambda *a: self.disconnected.set()
 
@@ -197,19 +225,28 @@ class PahoDevice:
 
 # ---- device-side helpers built on the emulator's own signer (tools/emulator/sign.py) ----
 
-def register_identity(pk, dn, ps, auth_type="register", method="hmacsha256", random="r4nd0m1234",
-                      securemode="2", upper=False):
+
+def register_identity(
+    pk, dn, ps, auth_type="register", method="hmacsha256", random="r4nd0m1234", securemode="2", upper=False
+):
     """(clientId, username, password) of a dynamic-registration CONNECT."""
     from tools.emulator.sign import sign
 
     client_id = "%s.%s|securemode=%s,authType=%s,signmethod=%s,random=%s|" % (
-        dn, pk, securemode, auth_type, method, random)
+        dn,
+        pk,
+        securemode,
+        auth_type,
+        method,
+        random,
+    )
     password = sign(method, ps, {"deviceName": dn, "productKey": pk, "random": random})
     return client_id, "%s&%s" % (dn, pk), password.upper() if upper else password
 
 
-def secret_identity(pk, dn, ds, method="hmacsha256", timestamp="2524608000000", securemode="2", upper=False,
-                    prefix=None):
+def secret_identity(
+    pk, dn, ds, method="hmacsha256", timestamp="2524608000000", securemode="2", upper=False, prefix=None
+):
     """(clientId, username, password) of a normal CONNECT with a DeviceSecret."""
     from tools.emulator.sign import sign
 

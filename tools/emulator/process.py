@@ -13,9 +13,24 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 _READY = re.compile(
-    r"^emulator listening on (\S+):(\d+) tcp=\S+:(\d+) https=\S+:(\d+) ca=(\S+) ca_der=(\S+)$")
+    r"^emulator listening on (\S+):(\d+) tcp=\S+:(\d+) https=\S+:(\d+) ca=(\S+) ca_der=(\S+)$"
+)
 _START_TIMEOUT = 30
 _CA_FILES = ("ca.pem", "ca-key.pem")
+
+
+def registry_args(products=None, devices=(), regnwl=(), no_dynreg=()):
+    """Command-line options that add products ({pk: ps}), devices ("pk/dn"), regnwl and no-dynreg products."""
+    argv = []
+    for pk, ps in (products or {}).items():
+        argv += ["--product", "%s=%s" % (pk, ps)]
+    for dev in devices:
+        argv += ["--device", dev]
+    for pk in regnwl:
+        argv += ["--regnwl", pk]
+    for pk in no_dynreg:
+        argv += ["--no-dynreg", pk]
+    return argv
 
 
 class EmulatorProcess:
@@ -39,8 +54,21 @@ class EmulatorProcess:
     def start(self, *extra):
         if self.proc is not None:
             raise RuntimeError("emulator already running")
-        cmd = [sys.executable, "-m", "tools.emulator", "--state", str(self.state_dir), "--port", "0",
-               "--tcp-port", "0", "--https-port", "0", *self.base_args, *extra]
+        cmd = [
+            sys.executable,
+            "-m",
+            "tools.emulator",
+            "--state",
+            str(self.state_dir),
+            "--port",
+            "0",
+            "--tcp-port",
+            "0",
+            "--https-port",
+            "0",
+            *self.base_args,
+            *extra,
+        ]
         log = open(self.log_path, "ab")
         try:
             self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=log, text=True)
@@ -97,8 +125,13 @@ class EmulatorProcess:
 
     def cli(self, *args, check=True):
         """Run `python -m tools.emulator --state DIR ARGS...`; returns the CompletedProcess (text)."""
-        res = subprocess.run([sys.executable, "-m", "tools.emulator", "--state", str(self.state_dir), *args],
-                             cwd=REPO, capture_output=True, text=True, timeout=30)
+        res = subprocess.run(
+            [sys.executable, "-m", "tools.emulator", "--state", str(self.state_dir), *args],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         if check and res.returncode != 0:
             raise AssertionError("emulator %s failed (%d): %s" % (" ".join(args), res.returncode, res.stderr))
         return res
@@ -112,20 +145,17 @@ class EmulatorProcess:
 
     def seed(self, products=None, devices=(), regnwl=(), no_dynreg=()):
         """Add products/devices in one command (the emulator sees them on its next connection)."""
-        argv = []
-        for pk, ps in (products or {}).items():
-            argv += ["--product", "%s=%s" % (pk, ps)]
-        for dev in devices:
-            argv += ["--device", dev]
-        for pk in regnwl:
-            argv += ["--regnwl", pk]
-        for pk in no_dynreg:
-            argv += ["--no-dynreg", pk]
-        self.cli(*argv, "fault", "list")
+        self.cli(*registry_args(products, devices, regnwl, no_dynreg), "fault", "list")
 
     def add_product(self, pk, ps, dynreg=True, regnwl=False):
-        self.cli("product", "%s=%s" % (pk, ps), "--dynreg", "on" if dynreg else "off",
-                 "--regnwl", "on" if regnwl else "off")
+        self.cli(
+            "product",
+            "%s=%s" % (pk, ps),
+            "--dynreg",
+            "on" if dynreg else "off",
+            "--regnwl",
+            "on" if regnwl else "off",
+        )
 
     def add_device(self, pk, dn, secret=None):
         self.cli("device", "%s/%s%s" % (pk, dn, "=" + secret if secret else ""))
