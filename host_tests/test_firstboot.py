@@ -88,6 +88,8 @@ def test_each_umqtt_generation_registers_over_verified_tls(runtime, flash, emu, 
     secret_guard.secret(*_secrets(emu, PK, dn))
     secret_guard.output(b.stdout, b.stderr)
     assert b.result == "online", b.stdout + b.stderr
+    # Detected from what the constructor and connect() accept, never from a version number.
+    assert "umqtt.simple API generation: %s\n" % api in b.stdout
     assert emu.device(PK, dn)["activated"] is True
 
 

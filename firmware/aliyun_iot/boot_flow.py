@@ -8,6 +8,7 @@ from aliyun_iot import config, store
 from aliyun_iot.errors import IotError, StorageError
 
 _T0 = time.ticks_ms()
+_led = None
 
 
 def log(msg):
@@ -92,8 +93,9 @@ def register(cfg, dn):
 def run(cfg_path="config.json", cred_path=store.PATH):
     """Boot to an online Session. Raises IotError (never with a secret in it) when it cannot."""
     state("boot")
+    global _led
     cfg = config.load(cfg_path)
-    led = Led(cfg["led_pin"])
+    _led = led = Led(cfg["led_pin"])
     led.set(1)
     dn = config.device_name(cfg)
     from aliyun_iot import net
@@ -127,14 +129,17 @@ def run(cfg_path="config.json", cred_path=store.PATH):
     s = Session(cfg, cred, log)
     s.connect()
     state("connected")
+    from aliyun_iot.mqtt import Link
+
+    log("umqtt.simple API generation: %s" % Link.generation)
     s.post_property({"online": 1})
     state("online")
     led.set(0)
     return s
 
 
-def fail(e, led_pin=None):
-    """Report a fatal error on the console (and the LED)."""
+def fail(e):
+    """Report a fatal error on the console (and blink the LED, if the config named one)."""
     state("failed")
     if isinstance(e, IotError):
         log("fatal %s code=%s: %s" % (type(e).__name__, e.code, e.msg))
@@ -145,4 +150,5 @@ def fail(e, led_pin=None):
         if hasattr(sys, "print_exception"):
             sys.print_exception(e)
         log("fatal %s code=internal: %s" % (type(e).__name__, e))
-    Led(led_pin).blink(5)
+    if _led is not None:
+        _led.blink(5)

@@ -32,12 +32,10 @@ def register_login(pk, ps, dn, method, rnd, auth_type="register", instance_id=No
     return cid, dn + "&" + pk, pw
 
 
-def secret_login(pk, dn, ds, method, tls=True, instance_id=None):
+def secret_login(pk, dn, ds, method, tls=True):
     """clientId, username, password for a normal connection with a DeviceSecret."""
     ident = _prefix(pk + "." + dn)
     opts = "securemode=%d,signmethod=%s,timestamp=%s" % (2 if tls else 3, method, TIMESTAMP)
-    if instance_id:
-        opts += ",instanceId=" + instance_id
     pw = sign(method, ds, {"clientId": ident, "deviceName": dn, "productKey": pk, "timestamp": TIMESTAMP})
     return "%s|%s|" % (ident, opts), dn + "&" + pk, pw
 
@@ -51,9 +49,7 @@ def login_for(cred, cfg):
     """The login triple for a stored credential (see store.py)."""
     if cred["kind"] == "token":
         return token_login(cred["pk"], cred["dn"], cred["cid"], cred["tok"])
-    return secret_login(
-        cred["pk"], cred["dn"], cred["ds"], cfg["sign_method"], cfg["tls"], cfg["instance_id"]
-    )
+    return secret_login(cred["pk"], cred["dn"], cred["ds"], cfg["sign_method"], cfg["tls"])
 
 
 def _quote(s):
