@@ -25,12 +25,12 @@ check-python:
 	  exit 1; }
 
 # Re-installs only when requirements-dev.txt is newer than the stamp.
-$(STAMP): requirements-dev.txt | check-python
+$(STAMP): requirements-dev.txt constraints-dev.txt | check-python
 	@if [ -x $(PY) ] && ! $(PY) -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then \
 	  echo "error: $(VENV) was made with $$($(PY) -V 2>&1); remove it (make distclean) and retry" >&2; \
 	  exit 1; fi
 	@[ -x $(PY) ] || { echo "creating $(VENV) with $$($(PYTHON) -V)"; $(PYTHON) -m venv $(VENV); }
-	$(PY) -m pip install --disable-pip-version-check -q -r requirements-dev.txt
+	$(PY) -m pip install --disable-pip-version-check -q -r requirements-dev.txt -c constraints-dev.txt
 	@touch $@
 
 venv: $(STAMP)
