@@ -189,23 +189,31 @@ def _stream_write(send, buf, args):
 # ---------------------------------------------------------------- socket
 
 
-class _MPSocket(_real_socket.socket):
+class _Stream:
+    """MicroPython's stream methods over the subclass's _mp_recv/_mp_send."""
+
+    def read(self, n=-1):
+        return _stream_read(self._mp_recv, n)
+
+    def readinto(self, buf, nbytes=None):
+        return _stream_readinto(self._mp_recv, buf, nbytes)
+
+    def readline(self):
+        return _stream_readline(self._mp_recv)
+
+    def write(self, buf, *args):
+        return _stream_write(self._mp_send, buf, args)
+
+
+class _MPSocket(_Stream, _real_socket.socket):
     """A CPython socket with MicroPython's stream methods."""
 
     def __init__(self, af=_real_socket.AF_INET, type=_real_socket.SOCK_STREAM, proto=0, fileno=None):
         super().__init__(af, type, proto, fileno)
 
-    def read(self, n=-1):
-        return _stream_read(self.recv, n)
-
-    def readinto(self, buf, nbytes=None):
-        return _stream_readinto(self.recv, buf, nbytes)
-
-    def readline(self):
-        return _stream_readline(self.recv)
-
-    def write(self, buf, *args):
-        return _stream_write(self.send, buf, args)
+    # MicroPython's stream methods run on the plain socket calls.
+    _mp_recv = _real_socket.socket.recv
+    _mp_send = _real_socket.socket.send
 
     def accept(self):
         fd, addr = self._accept()
@@ -273,7 +281,7 @@ def _first_der(data):
     return data[:end]
 
 
-class _TLSSocket:
+class _TLSSocket(_Stream):
     """What MicroPython's SSLContext.wrap_socket returns: a stream, not a socket."""
 
     def __init__(self, sslsock):
@@ -295,17 +303,11 @@ class _TLSSocket:
                 raise
             raise _handshake_error(e) from None
 
-    def read(self, n=-1):
-        return _stream_read(self._recv, n)
+    def _mp_recv(self, n):
+        return self._recv(n)
 
-    def readinto(self, buf, nbytes=None):
-        return _stream_readinto(self._recv, buf, nbytes)
-
-    def readline(self):
-        return _stream_readline(self._recv)
-
-    def write(self, buf, *args):
-        return _stream_write(self._send, buf, args)
+    def _mp_send(self, buf):
+        return self._send(buf)
 
     def recv(self, n):
         return self._recv(n)
