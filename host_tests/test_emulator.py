@@ -21,15 +21,6 @@ from host_tests.plugins.emulator import (
 from tools.emulator.sign import sign
 
 
-@pytest.fixture
-def prod(shared_emulator):
-    """A fresh product with devices dev-0..dev-3 on the module's emulator: (emu, pk, ps)."""
-    pk = "a1" + secrets.token_hex(5)
-    ps = secrets.token_urlsafe(12)
-    shared_emulator.seed(products={pk: ps}, devices=["%s/dev-%d" % (pk, i) for i in range(4)])
-    return shared_emulator, pk, ps
-
-
 def register(emu, pk, dn, ps, **kw):
     rc, topic, reply = mqtt_register(emu, pk, dn, ps, **kw)
     assert rc == 0
@@ -46,14 +37,19 @@ def connect_rc(emu, pk, dn, ds, **kw):
 
 
 def post_property(dev, pk, dn, request_id="42"):
-    body = {"id": request_id, "version": "1.0", "params": {"LightSwitch": 1},
-            "method": "thing.event.property.post"}
+    body = {
+        "id": request_id,
+        "version": "1.0",
+        "params": {"LightSwitch": 1},
+        "method": "thing.event.property.post",
+    }
     dev.publish("/sys/%s/%s/thing/event/property/post" % (pk, dn), json.dumps(body))
     return dev.message()
 
 
-@pytest.mark.parametrize("method,upper", [("hmacsha256", False), ("hmacsha1", True), ("hmacmd5", False),
-                                          ("hmacsha256", True)])
+@pytest.mark.parametrize(
+    "method,upper", [("hmacsha256", False), ("hmacsha1", True), ("hmacmd5", False), ("hmacsha256", True)]
+)
 def test_register_connect_and_post(prod, method, upper):
     emu, pk, ps = prod
     ds = register(emu, pk, "dev-0", ps, method=method, upper=upper)
@@ -66,8 +62,10 @@ def test_register_connect_and_post(prod, method, upper):
     finally:
         dev.close()
     assert topic == "/sys/%s/dev-0/thing/event/property/post_reply" % pk
-    assert payload == (b'{"code":200,"data":{},"id":"123","message":"success",'
-                       b'"method":"thing.event.property.post","version":"1.0"}')
+    assert payload == (
+        b'{"code":200,"data":{},"id":"123","message":"success",'
+        b'"method":"thing.event.property.post","version":"1.0"}'
+    )
     assert emu.device(pk, "dev-0")["activated"] is True
 
 
@@ -132,22 +130,25 @@ def test_registration_over_plain_tcp_is_refused(prod):
 
 def test_bad_credentials_are_4(prod):
     emu, pk, ps = prod
-    assert mqtt_register(emu, pk, "dev-0", ps + "x")[0] == 4          # wrong ProductSecret
-    assert mqtt_register(emu, pk, "not-added", ps)[0] == 4            # unknown device
-    assert mqtt_register(emu, "a1nosuchpk", "dev-0", ps)[0] == 4      # unknown product
+    assert mqtt_register(emu, pk, "dev-0", ps + "x")[0] == 4  # wrong ProductSecret
+    assert mqtt_register(emu, pk, "not-added", ps)[0] == 4  # unknown device
+    assert mqtt_register(emu, "a1nosuchpk", "dev-0", ps)[0] == 4  # unknown product
     ds = register(emu, pk, "dev-0", ps)
-    assert connect_rc(emu, pk, "dev-0", ds[::-1]) == 4                # wrong DeviceSecret
-    assert connect_rc(emu, pk, "dev-1", ds) == 4                      # device without a secret
+    assert connect_rc(emu, pk, "dev-0", ds[::-1]) == 4  # wrong DeviceSecret
+    assert connect_rc(emu, pk, "dev-1", ds) == 4  # device without a secret
     emu.cli("product", pk, "--dynreg", "off")
-    assert mqtt_register(emu, pk, "dev-2", ps)[0] == 4                # dynamic registration disabled
+    assert mqtt_register(emu, pk, "dev-2", ps)[0] == 4  # dynamic registration disabled
 
 
-@pytest.mark.parametrize("client_id", [
-    "dev-0.PK|securemode=2,authType=register,signmethod=hmacsha256|",             # no random
-    "dev-0.PK|securemode=2,authType=register,signmethod=hmacsha999,random=1|",    # unknown method
-    "dev-0.PK|securemode=2,authType=registr,signmethod=hmacsha256,random=1|",     # unknown authType
-    "dev-0.PK",                                                                    # no options at all
-])
+@pytest.mark.parametrize(
+    "client_id",
+    [
+        "dev-0.PK|securemode=2,authType=register,signmethod=hmacsha256|",  # no random
+        "dev-0.PK|securemode=2,authType=register,signmethod=hmacsha999,random=1|",  # unknown method
+        "dev-0.PK|securemode=2,authType=registr,signmethod=hmacsha256,random=1|",  # unknown authType
+        "dev-0.PK",  # no options at all
+    ],
+)
 def test_bad_client_id_is_2(prod, client_id):
     emu, pk, ps = prod
     _, username, password = register_identity(pk, "dev-0", ps)
@@ -164,7 +165,7 @@ def test_activation_blocks_registration_until_reset(prod):
     assert connect_rc(emu, pk, "dev-0", first) == 0
     assert mqtt_register(emu, pk, "dev-0", ps)[0] == 4
     assert https_register(emu, pk, "dev-0", ps)[1] == {"code": 6289, "message": "device is already active"}
-    assert connect_rc(emu, pk, "dev-0", first) == 0                   # the secret itself keeps working
+    assert connect_rc(emu, pk, "dev-0", first) == 0  # the secret itself keeps working
     emu.reset(pk, "dev-0")
     assert emu.device(pk, "dev-0")["activated"] is False
     second = register(emu, pk, "dev-0", ps)
@@ -219,7 +220,7 @@ def test_device_cannot_use_another_devices_topics(prod):
         granted = []
         dev.client.on_subscribe = lambda c, u, m, codes, p: granted.extend(codes)
         dev.client.subscribe("/sys/%s/dev-1/thing/service/property/set" % pk, qos=1)
-        dev.publish("/sys/%s/dev-0/thing/event/property/post" % pk, b"{}")   # own topic: still answered
+        dev.publish("/sys/%s/dev-0/thing/event/property/post" % pk, b"{}")  # own topic: still answered
         assert dev.message()[0].endswith("/dev-0/thing/event/property/post_reply")
         assert granted and all(code.is_failure for code in granted)
     finally:
@@ -240,14 +241,21 @@ def test_property_post_that_is_not_json_gets_an_error_reply(prod):
 
 # ---- HTTPS registration ----
 
+
 def https_register(emu, pk, dn, ps, method="hmacsha256", path="/auth/register/device", sign_value=None):
     random = secrets.token_hex(6)
-    form = {"productKey": pk, "deviceName": dn, "random": random, "signMethod": method,
-            "sign": sign_value or sign(method, ps, {"deviceName": dn, "productKey": pk, "random": random})}
+    form = {
+        "productKey": pk,
+        "deviceName": dn,
+        "random": random,
+        "signMethod": method,
+        "sign": sign_value or sign(method, ps, {"deviceName": dn, "productKey": pk, "random": random}),
+    }
     conn = http.client.HTTPSConnection(emu.host, emu.https_port, context=emu.client_context(), timeout=10)
     try:
-        conn.request("POST", path, urllib.parse.urlencode(form),
-                     {"Content-Type": "application/x-www-form-urlencoded"})
+        conn.request(
+            "POST", path, urllib.parse.urlencode(form), {"Content-Type": "application/x-www-form-urlencoded"}
+        )
         resp = conn.getresponse()
         return resp.status, json.loads(resp.read())
     finally:
@@ -271,6 +279,7 @@ def test_https_registration(prod):
 
 
 # ---- state, restarts, secrets ----
+
 
 def test_registry_and_ca_survive_a_restart(emulator):
     emu = emulator(products={"a1Restart": "ps-restart"}, devices=["a1Restart/dev-0"], fresh_ca=True)
@@ -316,12 +325,15 @@ def test_registration_session_closed_after_linger(emulator):
     assert "without DISCONNECT" in emu.log()
 
 
-@pytest.mark.parametrize("tls_fault,needle", [
-    ("expired", "expired"),
-    ("wronghost", "mismatch"),
-    ("unknownca", "unable to get local issuer"),
-    ("plain", ""),
-])
+@pytest.mark.parametrize(
+    "tls_fault,needle",
+    [
+        ("expired", "expired"),
+        ("wronghost", "mismatch"),
+        ("unknownca", "unable to get local issuer"),
+        ("plain", ""),
+    ],
+)
 def test_tls_faults(emulator, tls_fault, needle):
     emu = emulator(tls_fault=tls_fault)
     for port in (emu.port, emu.https_port):
@@ -336,6 +348,7 @@ def test_tls_faults(emulator, tls_fault, needle):
 
 
 # ---- raw MQTT, for the bytes themselves ----
+
 
 def raw_tls(emu, port=None):
     sock = socket.create_connection((emu.host, port or emu.port), timeout=10)

@@ -1,7 +1,6 @@
 """The emulator's fault switches (`python -m tools.emulator fault ...`), seen from the device side."""
 
 import json
-import secrets
 import time
 
 import pytest
@@ -19,14 +18,6 @@ from host_tests.test_emulator import (
 CONNACK_OK = (0x20, b"\x00\x00")
 
 
-@pytest.fixture
-def prod(shared_emulator):
-    pk = "a1" + secrets.token_hex(5)
-    ps = secrets.token_urlsafe(12)
-    shared_emulator.seed(products={pk: ps}, devices=["%s/dev-%d" % (pk, i) for i in range(4)])
-    return shared_emulator, pk, ps
-
-
 def raw_register(emu, pk, dn, ps):
     """A TLS socket that has sent a registration CONNECT."""
     sock = raw_tls(emu)
@@ -39,7 +30,7 @@ def test_refuse_with_a_code_per_product_and_per_device(prod):
     emu.fault(pk, "--refuse", "3")
     assert mqtt_register(emu, pk, "dev-0", ps)[0] == 3
     emu.fault(pk + "/dev-1", "--refuse", "5")
-    assert mqtt_register(emu, pk, "dev-1", ps)[0] == 5     # the device's entry overrides the product's
+    assert mqtt_register(emu, pk, "dev-1", ps)[0] == 5  # the device's entry overrides the product's
     emu.cli("fault", "clear", pk)
     assert mqtt_register(emu, pk, "dev-0", ps)[0] == 0
     assert mqtt_register(emu, pk, "dev-1", ps)[0] == 5
@@ -73,7 +64,7 @@ def test_quiet_after_connack(prod):
         sock.settimeout(1.0)
         with pytest.raises(TimeoutError):
             sock.recv(1)
-    assert emu.device(pk, "dev-0")["secret"] is None       # nothing was issued
+    assert emu.device(pk, "dev-0")["secret"] is None  # nothing was issued
 
 
 def test_close_after_connack(prod):
@@ -203,7 +194,7 @@ def test_https_faults(prod):
     emu, pk, ps = prod
     emu.fault(pk, "--on", "https", "--refuse", "6100")
     assert https_register(emu, pk, "dev-0", ps)[1]["code"] == 6100
-    assert mqtt_register(emu, pk, "dev-0", ps)[0] == 0           # MQTT registration untouched
+    assert mqtt_register(emu, pk, "dev-0", ps)[0] == 0  # MQTT registration untouched
     emu.fault(pk, "--on", "https", "--payload", '{"code":200,"data":{}}')
     assert https_register(emu, pk, "dev-1", ps) == (200, {"code": 200, "data": {}})
 

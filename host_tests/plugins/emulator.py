@@ -23,6 +23,7 @@ import fcntl
 import json
 import os
 import queue
+import secrets
 import shutil
 import subprocess
 import sys
@@ -108,6 +109,15 @@ def shared_emulator(tmp_path_factory, _emulator_ca_cache):
 
 
 # ---- the official SDK's venv ----
+
+
+@pytest.fixture
+def prod(shared_emulator):
+    """A fresh product with devices dev-0..dev-3 on the module's emulator: (emu, pk, ps)."""
+    pk = "a1" + secrets.token_hex(5)
+    ps = secrets.token_urlsafe(12)
+    shared_emulator.seed(products={pk: ps}, devices=["%s/dev-%d" % (pk, i) for i in range(4)])
+    return shared_emulator, pk, ps
 
 
 def ensure_sdk_venv():

@@ -287,33 +287,26 @@ class _TLSSocket(_Stream):
     def __init__(self, sslsock):
         self._s = sslsock
 
-    def _recv(self, n):
+    def _io(self, fn, arg):
+        # TLS failures surface as MicroPython's OSError(-mbedtls code); would-block passes through.
         try:
-            return self._s.recv(n)
-        except (_real_ssl.SSLError, ConnectionResetError) as e:
-            if isinstance(e, _EAGAIN_ERRORS):
-                raise
-            raise _handshake_error(e) from None
-
-    def _send(self, buf):
-        try:
-            return self._s.send(buf)
+            return fn(arg)
         except (_real_ssl.SSLError, ConnectionResetError) as e:
             if isinstance(e, _EAGAIN_ERRORS):
                 raise
             raise _handshake_error(e) from None
 
     def _mp_recv(self, n):
-        return self._recv(n)
+        return self._io(self._s.recv, n)
 
     def _mp_send(self, buf):
-        return self._send(buf)
+        return self._io(self._s.send, buf)
 
     def recv(self, n):
-        return self._recv(n)
+        return self._mp_recv(n)
 
     def send(self, buf):
-        return self._send(buf)
+        return self._mp_send(buf)
 
     def sendall(self, buf):
         self.write(buf)
