@@ -1,46 +1,37 @@
-# Runs after boot.py on every reset: bring the device online (registering on
-# the first boot only), then a minimal application that posts a property
-# periodically and survives dropped connections.
+# The example application: bring the device online (registering on the first
+# boot only), post a property every minute, and apply properties the cloud
+# sets. The session reconnects by itself; whatever else goes wrong ends in a
+# report and a reset, never a parked device.
 import time
 
-from aliyun_iot import boot_flow
+from micropython import const
+
+import aliyun_iot
 from aliyun_iot.errors import IotError
 
-_POST_EVERY_MS = 60000
+_POST_EVERY_MS = const(60000)
+
+
+def on_set(params):
+    # Apply what the console set here; the return value is the reply's code (200: done).
+    print("app: property set %s" % ",".join(sorted(params)))
+    return 200
 
 
 def app(s):
+    s.on_property_set(on_set)
     t_post = time.ticks_ms()
     while True:
-        try:
-            s.check(1000)
-            s.ping_if_idle()
-            if time.ticks_diff(time.ticks_ms(), t_post) >= _POST_EVERY_MS:
-                s.post_property({"uptime_s": time.ticks_ms() // 1000})
-                t_post = time.ticks_ms()
-        except IotError as e:
-            if not e.retry:
-                raise
-            boot_flow.log("connection lost (%s): reconnecting" % e.code)
-            s.reconnect()
+        s.check(1000)  # at least once a second: it also feeds the watchdog
+        if time.ticks_diff(time.ticks_ms(), t_post) >= _POST_EVERY_MS:
+            t_post = time.ticks_ms()
+            try:
+                s.post_property({"uptime_s": s.uptime_s()})
+            except IotError as e:  # a refused or unanswered post: the session carries on
+                print("app: post failed (%s)" % e.code)
 
 
-def main():
-    try:
-        app(boot_flow.run())
-    except Exception as e:  # every failure is reported the same way
-        boot_flow.fail(e)
-        if isinstance(e, IotError) and e.retry:
-            # Out of attempts on something a retry can fix (the network): try the whole
-            # boot again later. Jitter keeps a fleet that failed together from retrying together.
-            from aliyun_iot.session import backoff_ms
-
-            d = backoff_ms(6)
-            boot_flow.log("rebooting in %d ms" % d)
-            time.sleep_ms(d)
-            import machine
-
-            machine.reset()
-
-
-main()
+try:
+    app(aliyun_iot.connect())
+except Exception as e:
+    aliyun_iot.recover(e)

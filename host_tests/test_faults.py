@@ -292,10 +292,14 @@ def _config_cases():
         "timeout": 0,
         "attempts": 21,
         "backoff_ms": 99,
+        "retry_cap_s": 0,
+        "refused_cap_s": 86401,
+        "wdt_s": 29,
     }
     for key, value in out_of_range.items():
         cases.append(("range-" + key, dict(good, **{key: value}), key))
     cases.append(("range-keepalive-high", dict(good, keepalive=1201), "keepalive"))
+    cases.append(("range-wdt-under-6-timeouts", dict(good, timeout=20, wdt_s=119), "wdt_s"))
     cases.append(("unknown-key", dict(good, product_secert="x"), "product_secert"))
     return [{"name": n, "config": c, "key": k} for n, c, k in cases]
 

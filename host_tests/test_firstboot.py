@@ -161,9 +161,8 @@ def test_application_session_subscribe_ping_kickoff_reconnect(runtime, flash, em
     secret_guard.output(r.stdout, r.stderr)
     assert assert_device_ok(r) == [
         "callback-receives",
-        "pingresp-handled",
-        "post-reply-code",
-        "kicked-off",
+        "post-after-idle-waits",
+        "kicked-off-then-back",
         "resubscribed-after-reconnect",
         "backoff-capped",
     ]

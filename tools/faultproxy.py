@@ -51,6 +51,7 @@ class _Conn:
         self.closed = asyncio.Event()
         self.app_records = 0
         self.stalled = False
+        self.dead = proxy.dark  # an outage: bytes vanish both ways, no close, no reset
 
     def _budget(self):
         return self.f.cut_after or self.f.reset_after
@@ -64,6 +65,8 @@ class _Conn:
                 data = await reader.read(4096)
                 if not data:
                     break
+                if self.dead:
+                    continue
                 if from_server and self.f.stall in ("tls", "connack", "reply"):
                     pending += data
                     data, pending = self._until_stall(pending)
@@ -155,10 +158,21 @@ class FaultProxy:
         self._ready = threading.Event()
         self._stop = None
         self._writers = set()
+        self._conns = set()
+        self.dark = False
 
     def set(self, **faults):
         """Replace the faults for connections opened from now on."""
         self.faults = Faults(**faults)
+
+    def outage(self, on):
+        """A network outage (on=True): from now on no byte crosses, on the open connections or on any
+        opened during it; they stay open, half-open as after a lost route. Those connections stay dead
+        when it ends (off); connections opened afterwards are clean."""
+        self.dark = on
+        if on:
+            for conn in list(self._conns):
+                conn.dead = True
 
     async def _handle(self, c_reader, c_writer):
         try:
@@ -172,6 +186,7 @@ class FaultProxy:
         if f.faulty and self.connections > f.faulty:
             f = Faults(delay_ms=f.delay_ms)  # a clean connection, but the network is still as slow
         conn = _Conn(self, f)
+        self._conns.add(conn)
         self._writers.add(c_writer)
         if f.stall == "tcp":
             await conn.closed.wait()
@@ -193,6 +208,7 @@ class FaultProxy:
             return_exceptions=True,
         )
         conn._end(peers, reset=False)
+        self._conns.discard(conn)
         self.conn_bytes.append(conn.forwarded)
 
     async def _main(self):

@@ -4,11 +4,12 @@
 # is needed, the way _boot.py imports inisetup only on failure.
 import time
 
-from aliyun_iot import config, store
+from aliyun_iot import config, store, wdt
 from aliyun_iot.errors import IotError, StorageError
 
 _T0 = time.ticks_ms()
 _led = None
+_cfg = None
 
 
 def log(msg):
@@ -53,8 +54,14 @@ def _forget(*names):
     import gc
     import sys
 
+    import aliyun_iot
+
     for name in names:
         sys.modules.pop(name, None)
+        try:  # the package holds its submodules as attributes too
+            delattr(aliyun_iot, name.rpartition(".")[2])
+        except (AttributeError, KeyError):  # MicroPython: KeyError
+            pass
     gc.collect()
 
 
@@ -64,8 +71,6 @@ def register(cfg, dn):
         from aliyun_iot.https import register_once
     else:
         from aliyun_iot.register import register_once
-    from aliyun_iot.session import backoff_ms
-
     attempt = 0
     while True:
         attempt += 1
@@ -85,18 +90,19 @@ def register(cfg, dn):
         except IotError as e:
             if not e.retry or attempt >= cfg["attempts"]:
                 raise
-            d = backoff_ms(attempt - 1, cfg["backoff_ms"])
+            d = wdt.backoff_ms(attempt - 1, cfg["backoff_ms"])
             log("attempt %d failed: %s (%s); retrying in %d ms" % (attempt, e.msg, e.code, d))
-            time.sleep_ms(d)
+            wdt.sleep_ms(d)
 
 
 def run(cfg_path="config.json", cred_path=store.PATH):
     """Boot to an online Session. Raises IotError (never with a secret in it) when it cannot."""
     state("boot")
-    global _led
-    cfg = config.load(cfg_path)
+    global _led, _cfg
+    _cfg = cfg = config.load(cfg_path)
     _led = led = Led(cfg["led_pin"])
     led.set(1)
+    wdt.start(cfg["wdt_s"])
     dn = config.device_name(cfg)
     from aliyun_iot import net
 
@@ -127,28 +133,56 @@ def run(cfg_path="config.json", cred_path=store.PATH):
     from aliyun_iot.session import Session
 
     s = Session(cfg, cred, log)
-    s.connect()
+    s.led = led
+    while not s.online:  # a refused or failed connection waits on the session's policy, no reboot
+        s.check(1000)
     state("connected")
     from aliyun_iot.mqtt import Link
 
     log("umqtt.simple API generation: %s" % Link.generation)
-    s.post_property({"online": 1})
+    try:
+        s.post_property({"online": 1})
+    except IotError as e:  # the session stays; the application sees the next post's fate
+        log("online post failed (%s): %s" % (e.code, e.msg))
     state("online")
     led.set(0)
     return s
 
 
 def fail(e):
-    """Report a fatal error on the console (and blink the LED, if the config named one)."""
+    """Report a fatal error on the console."""
     state("failed")
     if isinstance(e, IotError):
         log("fatal %s code=%s: %s" % (type(e).__name__, e.code, e.msg))
     else:
-        # Not one of ours: a bug. The traceback is what a bug report needs.
+        # Not one of ours: a bug, or out of memory. The traceback is what a bug report needs.
         import sys
 
-        if hasattr(sys, "print_exception"):
-            sys.print_exception(e)
+        sys.print_exception(e)
         log("fatal %s code=internal: %s" % (type(e).__name__, e))
-    if _led is not None:
-        _led.blink(5)
+
+
+def recover(e):
+    """Report e, show the fatal LED pattern, and reset the board when a retry may help. Never returns.
+
+    Out of memory: reset in 1 s. Retryable (the network): in 32 to 64 s. Not retryable (a refusal, a
+    config or storage problem): after the long cap (refused_cap_s, default 1 h), so that a device fixed
+    in the console comes back by itself."""
+    fail(e)
+    backoff_ms = wdt.backoff_ms
+    if isinstance(e, MemoryError):
+        d = 1000
+    elif isinstance(e, IotError) and not e.retry:
+        d = backoff_ms(16, 1000, (_cfg["refused_cap_s"] if _cfg else 3600) * 1000)
+    else:
+        d = backoff_ms(6)
+    log("restarting in %d s" % (d // 1000))
+    t0 = time.ticks_ms()
+    while time.ticks_diff(time.ticks_ms(), t0) < d:  # the fatal pattern lasts until the reset
+        wdt.feed()
+        if _led is not None:
+            _led.blink(3, 100)
+        time.sleep_ms(500)
+    import machine
+
+    machine.reset()

@@ -33,6 +33,9 @@ _SCHEMA = (
     ("timeout", "int", False, 10),
     ("attempts", "int", False, 5),
     ("backoff_ms", "int", False, 1000),
+    ("retry_cap_s", "int", False, 60),
+    ("refused_cap_s", "int", False, 3600),
+    ("wdt_s", "int", False, None),
 )
 KEYS = tuple(k[0] for k in _SCHEMA)
 
@@ -119,6 +122,15 @@ def validate(raw):
     _range("timeout", cfg["timeout"], 1, 120)
     _range("attempts", cfg["attempts"], 1, 20)
     _range("backoff_ms", cfg["backoff_ms"], 100, 600000)
+    _range("retry_cap_s", cfg["retry_cap_s"], 1, 3600)
+    _range("refused_cap_s", cfg["refused_cap_s"], 1, 86400)
+    # The watchdog must outlast the longest wait of a connection attempt (DNS, TCP, TLS, CONNACK:
+    # about 4 timeouts); unset: 120 s or 6 timeouts; 0: off.
+    lo = max(30, 6 * cfg["timeout"])
+    if cfg["wdt_s"] is None:
+        cfg["wdt_s"] = max(120, lo)
+    elif cfg["wdt_s"]:
+        _range("wdt_s", cfg["wdt_s"], lo, 3600)
     if cfg["mode"] == "regnwl" and cfg["region"] != "cn-shanghai" and cfg["host"] is None:
         raise ConfigError("mode regnwl is offered only in region cn-shanghai (or set host for your instance)")
     return cfg

@@ -2,6 +2,7 @@
 # 1.22 checks certificate dates and the clock boots at 2000-01-01.
 import time
 
+from aliyun_iot import wdt
 from aliyun_iot.errors import NetworkError, Timeout
 
 
@@ -28,7 +29,7 @@ def wifi_up(cfg, log):
         if time.ticks_diff(time.ticks_ms(), t0) > limit:
             wlan.disconnect()
             raise Timeout("Wi-Fi %r not joined within %d ms" % (cfg["wifi_ssid"], limit), "wifi_timeout")
-        time.sleep_ms(50)
+        wdt.sleep_ms(50)
     return wlan
 
 

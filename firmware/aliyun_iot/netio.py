@@ -1,17 +1,26 @@
 # Deadlines on every socket wait, and one place that turns socket, TLS and
 # DNS failures into the package's errors.
+#
+# MicroPython's TLS socket keeps the first error its socket gives it: a read
+# that times out *through TLS* leaves it failed for good. So nothing here ever
+# waits in a timed TLS read: reads are non-blocking and wait in select.poll,
+# which also sees bytes TLS has already decrypted and holds.
 import errno
+import select
 import time
 
 from micropython import const
 
-from aliyun_iot.errors import IotError, NetworkError, Timeout, TlsError
+from aliyun_iot.errors import BadReply, IotError, NetworkError, Timeout, TlsError
 
-_CHUNK = const(32)
+_POLLIN = const(1)
+_DEAD = const(0x38)  # POLLERR | POLLHUP | POLLNVAL (MicroPython's TLS: NVAL once it has failed)
 # Timeout errno values: this port's, plus the ESP32's (newlib) and Linux's.
 _TIMEOUT = (errno.ETIMEDOUT, errno.EAGAIN, 11, 110, 116)
 # mbedTLS codes meaning "the peer does not speak TLS as expected": a retry meets the same peer.
 _TLS_FATAL = (-0x7200, -0x7300, -0x7700, -0x6E80, -0x7780, -0x7080, -0x6C00)
+# mbedTLS out of memory: SSL_ALLOC_FAILED, MPI_ALLOC_FAILED (the bignum one ESP32 users meet).
+_TLS_NOMEM = (-0x7F00, -0x0010)
 
 
 def nodelay(sock, mod):
@@ -36,6 +45,8 @@ def classify(e, what):
             return Timeout("%s: timed out" % what)
         if code in _TLS_FATAL:
             return TlsError("%s: the server does not speak TLS as expected (%s)" % (what, e), "tls_protocol")
+        if code in _TLS_NOMEM:
+            return NetworkError("%s: TLS out of memory (see README: RAM)" % what, "tls_nomem")
         if code == -0x7280:
             return NetworkError(
                 "%s: the server closed the connection during the TLS handshake (a cut, or a port that is not"
@@ -49,11 +60,11 @@ def classify(e, what):
 
 
 class Deadline:
-    """A connected socket whose every read and write ends within timeout_ms.
+    """A connected (TLS) socket whose every read and write ends within timeout_ms.
 
-    umqtt.simple calls setblocking(True) inside wait_msg(), which would block
-    for ever; here it restores the deadline instead. Reads larger than
-    max_read are refused before anything is allocated for them.
+    Reads never block in the socket: they poll for the time left, then read
+    what is there. Reads larger than max_read are refused before anything is
+    allocated for them.
     """
 
     def __init__(self, sock, timeout_ms, max_read, raw=None):
@@ -62,57 +73,51 @@ class Deadline:
         self._timer = sock if hasattr(sock, "settimeout") else raw
         self.timeout_ms = timeout_ms
         self.max_read = max_read
-        self._block = True
-        self._timer.settimeout(timeout_ms / 1000)
+        self._poll = select.poll()
+        self._poll.register(sock, _POLLIN)
 
     def setblocking(self, flag):
-        self._block = flag
-        self._timer.settimeout(self.timeout_ms / 1000 if flag else 0)
+        pass  # umqtt's wait_msg() asks for blocking reads; ours always have a deadline
 
-    def settimeout(self, t):
-        self._block = t != 0
-        self._timer.settimeout(self.timeout_ms / 1000 if t is None else t)
+    def wait(self, ms):
+        """True when a read would find data (or end of stream) within ms; a dead socket raises."""
+        ev = self._poll.poll(ms if ms > 0 else 0)
+        if not ev:
+            return False
+        if ev[0][1] & _DEAD:
+            raise NetworkError("connection closed", "closed")
+        return True
 
-    def read(self, n):
-        """Up to n bytes: fewer only at end of stream."""
-        if n > self.max_read:
-            from aliyun_iot.errors import BadReply
-
-            raise BadReply("peer announced %d bytes; at most %d are accepted" % (n, self.max_read))
-        if not self._block:
-            return self.sock.read(n)
-        limit = self.timeout_ms
+    def readinto(self, buf, n=None):
+        """Fill buf[:n] within the deadline. Returns the count: fewer only at end of stream."""
+        mv = memoryview(buf)
+        n = len(buf) if n is None else n
+        got = 0
         t0 = time.ticks_ms()
-        out = b""
-        while len(out) < n:
-            left = limit - time.ticks_diff(time.ticks_ms(), t0)
-            if left <= 0:
-                raise Timeout("read timed out after %d ms" % limit)
-            self._timer.settimeout(left / 1000)
+        self._timer.settimeout(0)
+        while got < n:
             try:
-                chunk = self.sock.read(min(n - len(out), _CHUNK))
+                k = self.sock.readinto(mv[got:n])
             except OSError as e:
                 raise classify(e, "read")
-            if not chunk:
+            if k is None:  # nothing decrypted yet: wait for the rest within the deadline
+                left = self.timeout_ms - time.ticks_diff(time.ticks_ms(), t0)
+                if left <= 0:
+                    raise Timeout("read timed out after %d ms" % self.timeout_ms)
+                self.wait(left)
+                continue
+            if not k:
                 break
-            out += chunk
-        return out
+            got += k
+        return got
 
-    def poll(self, wait_ms):
-        """One byte if it arrives within wait_ms (0: only if already here), else None."""
-        self._timer.settimeout(wait_ms / 1000)
-        try:
-            b = self.sock.read(1)
-        except OSError as e:
-            err = classify(e, "read")
-            if isinstance(err, Timeout):
-                return None
-            raise err
-        if b is None:
-            return None
-        if not b:
-            raise NetworkError("connection closed by the server", "closed")
-        return b
+    def read(self, n):
+        """n bytes (fewer only at end of stream)."""
+        if n > self.max_read:
+            raise BadReply("peer announced %d bytes; at most %d are accepted" % (n, self.max_read))
+        buf = bytearray(n)
+        k = self.readinto(buf)
+        return buf if k == n else buf[:k]
 
     def write(self, buf, n=None):
         if n is not None:
@@ -124,6 +129,10 @@ class Deadline:
             raise classify(e, "write")
 
     def close(self):
+        try:
+            self._poll.unregister(self.sock)
+        except (OSError, KeyError, ValueError):
+            pass
         try:
             self.sock.close()
         except OSError:

@@ -1,136 +1,283 @@
-# The authenticated session the application uses: connect with the stored
-# credential, post properties and read their _reply, publish, subscribe with
-# a callback, check for messages, ping, and reconnect with capped backoff.
+# The authenticated session that runs for months. check() serves the link
+# (packets, keepalive, the PINGRESP deadline) and, when the link is down,
+# reconnects by itself on the schedule of the policy table (README: "Life
+# after online"). Link trouble never reaches the application; its own
+# failures (a refused post, a refused subscription) do, and never end the session.
 import json
 import time
 
-from aliyun_iot import creds
-from aliyun_iot.errors import BadReply, IotError, NetworkError, Timeout
-from aliyun_iot.mqtt import _PUBLISH, Link
+from micropython import const
 
-_SUBACK = 0x90
+from aliyun_iot import creds, wdt
+from aliyun_iot.errors import IotError, NetworkError, Timeout
+from aliyun_iot.mqtt import Link
 
-
-def backoff_ms(attempt, base_ms=1000, cap_ms=60000):
-    """Capped exponential backoff with jitter: uniform in [d/2, d], d = min(cap, base * 2**attempt)."""
-    import os
-
-    d = min(cap_ms, base_ms << min(attempt, 16))
-    r = int.from_bytes(os.urandom(2), "big")
-    return d // 2 + (d // 2) * r // 65535
+_PUBLISH = const(0x30)
+_SUBACK = const(0x90)
+_MAX_PACKET = const(4096)
+_SLICE_MS = const(1000)  # longest single wait, so the watchdog is fed
 
 
 class Session:
+    """The device's MQTT session. Call check() from the application's loop, at least every second."""
+
     def __init__(self, cfg, cred, log=None):
         self.cfg = cfg
         self.cred = cred
         self.log = log or (lambda msg: None)
-        base = "/sys/%s/%s/thing/" % (cred["pk"], cred["dn"])
-        self.post_topic = base + "event/property/post"
-        self.reply_topic = base + "event/property/post_reply"
+        self.led = None  # set by the boot flow: on while offline
+        self.on_error = None  # fn(exc): the application's failures reported from check()
+        b = "/sys/%s/%s/thing/" % (cred["pk"], cred["dn"])
+        self._post_t = (b + "event/property/post").encode()
+        self._set_t = (b + "service/property/set").encode()
+        self._subs = {self._post_t + b"_reply": self._on_reply}  # topic -> fn(topic, payload)
+        self._pend = {}  # packet id -> topic, until its SUBACK
+        self._on_set = None
         self.link = None
-        self._id = 0
-        self._pid = 0
-        self._subs = {}
-        self._replies = {}
-        self._last_tx = 0
+        self.connects = 0
+        self._id = self._pid = 0
+        self._fails = 0
+        self._next = self._tx = self._rx = self._t = time.ticks_ms()
+        self._ping = None  # when an unanswered PINGREQ went out
+        self._want = self._got = None  # the post id awaited, its reply
+        self._up = 0
+
+    @property
+    def online(self):
+        return self.link is not None
+
+    def uptime_s(self):
+        """Seconds since the session was made; survives the ticks wrap (12.4 days on an ESP32)."""
+        self._clock()
+        return self._up // 1000
+
+    def _clock(self):
+        now = time.ticks_ms()
+        self._up += time.ticks_diff(now, self._t)
+        self._t = now
+        wdt.feed()
+        return now
+
+    # ---- connection
 
     def connect(self):
-        """Open the connection with the stored credential and subscribe to the reply topic."""
+        """Open the connection with the stored credential and (re)subscribe. Raises IotError."""
         self.close()
-        self.link = Link(
-            self.cfg, creds.login_for(self.cred, self.cfg), self.cfg["tls"], self.cfg["keepalive"], 4096
-        )
-        self._last_tx = time.ticks_ms()
-        for t in [self.reply_topic] + list(self._subs):
-            self._pid = self._pid % 65535 + 1
-            self.link.subscribe(t, self._pid)
+        cfg = self.cfg
+        self.link = Link(cfg, creds.login_for(self.cred, cfg), cfg["tls"], cfg["keepalive"], _MAX_PACKET)
+        self.connects += 1
+        self._tx = self._rx = time.ticks_ms()
+        self._ping = None
+        self._pend = {}
+        for t in self._subs:
+            self._sub(t)
 
     def close(self):
         if self.link is not None:
             self.link.close()
             self.link = None
 
-    def publish(self, topic, msg):
-        """Publish at QoS 0."""
+    def _lost(self, e):
+        self.log("link lost (%s): reconnecting" % e.code)
+        self.close()
+        if self.led:
+            self.led.set(1)
+        self._fails = 0
+        self._next = time.ticks_add(time.ticks_ms(), wdt.backoff_ms(0, self.cfg["backoff_ms"]))
+
+    def _retry(self, wait_ms):
+        d = time.ticks_diff(self._next, self._clock())
+        if d > 0:
+            wdt.sleep_ms(min(d, wait_ms))
+            if d > wait_ms:
+                return
+        import gc
+
+        gc.collect()  # TLS needs a large contiguous block
+        try:
+            self.connect()
+        except IotError as e:
+            self._fails += 1
+            # A refused login (device disabled, secret reset in the console) waits on the long cap.
+            cap = self.cfg["retry_cap_s"] if e.retry else self.cfg["refused_cap_s"]
+            d = wdt.backoff_ms(self._fails, self.cfg["backoff_ms"], cap * 1000)
+            self._next = time.ticks_add(time.ticks_ms(), d)
+            self.log("connect failed (%s): %s; next try in %d s" % (e.code, e.msg, d // 1000))
+            return
+        self._fails = 0
+        if self.led:
+            self.led.set(0)
+        self.log("connected (connection %d)" % self.connects)
+
+    # ---- serving the link
+
+    def check(self, wait_ms=0):
+        """Handle what arrives within wait_ms (0: only what is here). Returns the packets handled.
+
+        A broken link is closed and reconnected on the policy's schedule, never raised."""
+        self._clock()
         if self.link is None:
-            raise NetworkError("not connected", "closed")
-        self.link.client.publish(topic, msg)
-        self._last_tx = time.ticks_ms()
+            self._retry(wait_ms)
+            return 0
+        try:
+            return self._serve(wait_ms)
+        except IotError as e:
+            self._lost(e)
+            return 0
+
+    def _serve(self, wait_ms):
+        t0 = time.ticks_ms()
+        n = 0
+        while self.link is not None:
+            left = 0 if n else wait_ms - time.ticks_diff(self._clock(), t0)
+            left = self._keepalive(min(left, _SLICE_MS))
+            if not self.link.sock.wait(left):
+                if n or time.ticks_diff(time.ticks_ms(), t0) >= wait_ms:
+                    break
+                continue
+            hdr, body = self.link.read_packet()
+            n += 1
+            self._ping = None  # the server spoke: the link is alive
+            self._rx = time.ticks_ms()
+            if hdr & 0xF0 == _PUBLISH:
+                self._dispatch(*self.link.parse_publish(hdr, body))
+            elif hdr == _SUBACK and len(body) > 2:
+                t = self._pend.pop(body[0] << 8 | body[1], None)
+                if body[2] & 0x80 and t is not None:
+                    self._subs.pop(t, None)  # not sent again on every reconnect
+                    self._report(IotError("subscription to %s refused" % t.decode(), "suback"))
+        return n
+
+    def _keepalive(self, left):
+        # PINGREQ after half the keepalive without a packet either way; its PINGRESP within the timeout,
+        # or the link is dead (a half-open link is otherwise noticed only by the next unanswered post).
+        now = time.ticks_ms()
+        if self._ping is not None:
+            over = time.ticks_diff(now, self._ping) - self.cfg["timeout"] * 1000
+            if over >= 0:
+                raise NetworkError("no PINGRESP within %d s" % self.cfg["timeout"], "ping")
+            return min(left, -over)
+        quiet = max(time.ticks_diff(now, self._tx), time.ticks_diff(now, self._rx))
+        idle = self.cfg["keepalive"] * 500 - quiet
+        if idle > 0:
+            return min(left, idle)
+        self._probe()
+        return min(left, self.cfg["timeout"] * 1000)
+
+    def _probe(self):
+        if self._ping is None:
+            self.link.sock.write(b"\xc0\x00")
+            self._tx = self._ping = time.ticks_ms()
+
+    def _dispatch(self, topic, payload):
+        fn = self._subs.get(topic)
+        if fn is None:
+            return
+        try:
+            fn(topic, payload)
+        except MemoryError:
+            raise
+        except Exception as e:  # the application's bug must not end the session
+            self._report(e)
+
+    def _report(self, e):
+        if self.on_error is not None:
+            self.on_error(e)
+            return
+        if not isinstance(e, IotError):
+            import sys
+
+            sys.print_exception(e)
+        self.log("application error %s: %s" % (getattr(e, "code", type(e).__name__), e))
+
+    # ---- the application's side
+
+    def publish(self, topic, msg):
+        """Publish at QoS 0. Raises NetworkError when offline; the session reconnects by itself."""
+        if self.link is None:
+            raise NetworkError("offline: reconnecting", "offline")
+        try:
+            self.link.client.publish(topic, msg)
+        except IotError as e:
+            self._lost(e)
+            raise
+        self._tx = time.ticks_ms()
+
+    def _sub(self, t):
+        self._pid = self._pid % 65535 + 1
+        self._pend[self._pid] = t
+        self.link.subscribe(t, self._pid)
 
     def subscribe(self, topic, cb):
-        """Call cb(topic, payload) (both bytes) for every message on topic (also after a reconnect)."""
-        self._subs[topic] = cb
+        """Call cb(topic, payload) (both bytes) for every message on topic, also after a reconnect.
+        A refusal is reported (on_error, or the log) and the topic dropped."""
+        t = topic.encode() if isinstance(topic, str) else topic
+        self._subs[t] = cb
         if self.link is not None:
-            self._pid = self._pid % 65535 + 1
-            self.link.subscribe(topic, self._pid)
+            try:
+                self._sub(t)
+            except IotError as e:
+                self._lost(e)
+
+    def on_property_set(self, fn):
+        """fn(params) handles a property set from the cloud and returns the reply code (None: 200)."""
+        self._on_set = fn
+        self.subscribe(self._set_t, self._set)
+
+    def _set(self, topic, payload):
+        try:
+            r = json.loads(payload)
+            mid, params = r["id"], r["params"]
+        except (ValueError, KeyError, TypeError):
+            self.log("property set ignored: not an Alink request")
+            return
+        try:
+            code = self._on_set(params)
+        except MemoryError:
+            raise
+        except Exception as e:
+            self._report(e)
+            code = 500
+        body = {"id": mid, "code": 200 if code is None else code, "data": {}, "version": "1.0"}
+        self.publish(topic + b"_reply", json.dumps(body))
+
+    def _on_reply(self, topic, payload):
+        try:
+            r = json.loads(payload)
+        except ValueError:
+            return
+        if isinstance(r, dict) and self._want is not None and str(r.get("id")) == self._want:
+            self._got = r  # replies nobody waits for are dropped: nothing grows per message
 
     def post_property(self, params, wait=True):
-        """Post properties; with wait, return the platform's reply object once it arrives."""
-        self._id += 1
+        """Post properties; with wait, return the platform's reply once it arrives.
+
+        Raises IotError: "post<code>" when the platform refuses it, timeout, offline."""
+        self._id = self._id % 1000000 + 1
         mid = str(self._id)
         body = {"id": mid, "version": "1.0", "params": params, "method": "thing.event.property.post"}
-        self.publish(self.post_topic, json.dumps(body))
+        self.publish(self._post_t, json.dumps(body))
         if not wait:
             return None
         limit = self.cfg["timeout"] * 1000
         t0 = time.ticks_ms()
-        while mid not in self._replies:
-            left = limit - time.ticks_diff(time.ticks_ms(), t0)
-            if left <= 0:
-                raise Timeout("no property post reply within %d s" % self.cfg["timeout"])
-            self.check(left)
-        reply = self._replies.pop(mid)
-        if reply.get("code") != 200:
-            raise IotError(
-                "property post refused: code %s" % reply.get("code"), "post%s" % reply.get("code"), False
-            )
-        return reply
-
-    def check(self, wait_ms=0):
-        """Handle every packet that arrives within wait_ms (0: only those already here). Returns how many."""
-        n = 0
-        while True:
-            first = self.link.sock.poll(wait_ms if n == 0 else 0)
-            if first is None:
-                return n
-            hdr, body = self.link.read_packet(first)
-            n += 1
-            if hdr & 0xF0 == _PUBLISH:
-                self._dispatch(*self.link.parse_publish(hdr, body))
-            elif hdr == _SUBACK and body[-1:] == b"\x80":
-                raise IotError("subscription refused by the platform", "suback", False)
-
-    def _dispatch(self, topic, payload):
-        if topic == self.reply_topic.encode():
-            try:
-                r = json.loads(payload)
-            except ValueError:
-                raise BadReply("property post reply is not JSON")
-            if isinstance(r, dict) and "id" in r:
-                self._replies[str(r["id"])] = r
-            return
-        cb = self._subs.get(topic.decode())
-        if cb is not None:
-            cb(topic, payload)
-
-    def ping_if_idle(self):
-        """Send PINGREQ when half the keepalive has passed without traffic from us."""
-        if time.ticks_diff(time.ticks_ms(), self._last_tx) > self.cfg["keepalive"] * 500:
-            self.link.client.ping()
-            self._last_tx = time.ticks_ms()
-
-    def reconnect(self, max_attempts=0):
-        """Connect again with capped exponential backoff plus jitter; fatal errors end it at once."""
-        attempt = 0
-        while True:
-            try:
-                self.connect()
-                return
-            except IotError as e:
-                attempt += 1
-                if not e.retry or (max_attempts and attempt >= max_attempts):
-                    raise
-                d = backoff_ms(attempt, self.cfg["backoff_ms"])
-                self.log("reconnect attempt %d failed (%s); next in %d ms" % (attempt, e.code, d))
-                time.sleep_ms(d)
+        self._want, self._got = mid, None
+        try:
+            while self._got is None:
+                if self.link is None:
+                    raise NetworkError("link lost before the post reply", "closed")
+                left = limit - time.ticks_diff(time.ticks_ms(), t0)
+                if left <= 0:
+                    try:
+                        self._probe()  # is the link still there? check() finds out within the timeout
+                    except IotError as e:
+                        self._lost(e)
+                    raise Timeout("no property post reply within %d s" % self.cfg["timeout"])
+                self.check(left)
+            r = self._got
+        finally:
+            self._want = self._got = None
+        c = r.get("code")
+        if c != 200:
+            raise IotError("property post refused: code %s" % c, "post%s" % c, c == 429)
+        return r

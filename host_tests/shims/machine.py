@@ -43,6 +43,31 @@ def reset_cause():
     return PWRON_RESET
 
 
+class WDT:
+    """The ESP32's watchdog, checked at each feed: a feed that comes later than the timeout means the
+    board would have been reset in between, so it resets now (a hang that never feeds again is the
+    test's own timeout). max_gap_ms is the longest time between two feeds, for tests to read."""
+
+    max_gap_ms = 0
+
+    def __init__(self, id=0, timeout=5000):
+        import time
+
+        self._timeout = timeout
+        self._last = time.ticks_ms()
+
+    def feed(self):
+        import time
+
+        now = time.ticks_ms()
+        gap = time.ticks_diff(now, self._last)
+        self._last = now
+        WDT.max_gap_ms = max(WDT.max_gap_ms, gap)
+        if gap > self._timeout:
+            print("machine: watchdog reset (not fed for %d ms, timeout %d ms)" % (gap, self._timeout))
+            sys.exit(_RESET_EXIT)
+
+
 def freq(*args):
     return 240000000
 

@@ -34,6 +34,7 @@ class Emulator:
         self.https = HttpsRegistrar(self)
         self.broker = None
         self._servers = []
+        self._tasks = []
         self._id = uuid.uuid4().hex
 
     async def start(self):
@@ -60,6 +61,15 @@ class Emulator:
         await self.broker.start()
         for server in self._servers:
             await server.start_serving()
+        self._tasks.append(asyncio.ensure_future(self._downlink_loop()))
+
+    async def _downlink_loop(self):
+        while True:
+            await asyncio.sleep(0.1)
+            try:
+                await self.gate.deliver_downlinks()
+            except Exception:  # noqa: BLE001 - one bad entry must not stop the console's channel
+                log.exception("downlink delivery failed")
 
     async def _listen(self, handler, port, ctx):
         kwargs = {"ssl": ctx, "ssl_handshake_timeout": self.connect_timeout} if ctx else {}
@@ -74,6 +84,8 @@ class Emulator:
             os.path.join(self.state_dir, certs.CA_PEM), os.path.join(self.state_dir, certs.CA_DER))
 
     async def stop(self):
+        for task in self._tasks:
+            task.cancel()
         for server in self._servers:
             server.close()
         for task in list(self.gate.tasks):

@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import sys
+import time
 
 from . import faults, registry
 from .registry import RegistryError, Store
@@ -22,8 +23,11 @@ subcommands (they edit the registry; a running emulator sees the change on its n
   fault set TARGET [switches]      TARGET is PK (whole product) or PK/DN; replaces TARGET's fault
   fault clear TARGET ... | --all
   fault list
+  set PK/DN JSON [--wait S]        the console's "set property": send {"k": v, ...} to the live device on
+                                   .../thing/service/property/set and print its reply (exit 3: none)
 fault switches: --on register,regnwl,https,connect (default register,regnwl) --refuse CODE --quiet --close
   --payload TEXT | --payload-hex HEX  --topic TOPIC --double --huge --delay MS --rate N --times N
+  --reply-code CODE (property posts, with --on connect)
 """
 
 
@@ -110,11 +114,27 @@ def build_parser():
     fs.add_argument("--delay", type=int, metavar="MS")
     fs.add_argument("--rate", type=int, metavar="N")
     fs.add_argument("--times", type=int, metavar="N")
+    fs.add_argument("--reply-code", type=int, metavar="CODE")
     fc = fsub.add_parser("clear", help="remove faults")
     fc.add_argument("targets", nargs="*", metavar="PK|PK/DN")
     fc.add_argument("--all", action="store_true")
     fsub.add_parser("list", help="print the faults as JSON")
+    st = sub.add_parser("set", help="set properties on a live device, as the console does")
+    st.add_argument("target", type=_pk_dn, metavar="PK/DN")
+    st.add_argument("params", type=_json_object, metavar="JSON")
+    st.add_argument("--wait", type=float, default=10.0, metavar="S",
+                    help="seconds to wait for the device's reply (default 10; 0: do not wait)")
     return p
+
+
+def _json_object(text):
+    try:
+        v = json.loads(text)
+    except ValueError:
+        v = None
+    if not isinstance(v, dict) or not v:
+        raise argparse.ArgumentTypeError('expected a non-empty JSON object, e.g. \'{"LightSwitch": 1}\'')
+    return v
 
 
 def seed(store, args):
@@ -150,6 +170,35 @@ def run_subcommand(store, args):
             registry.put_device(data, pk, dn, secret=secret)
     elif args.cmd == "fault":
         run_fault(store, args)
+    elif args.cmd == "set":
+        return run_set(store, args)
+    return 0
+
+
+def run_set(store, args):
+    pk, dn, _ = args.target
+    key = registry.device_key(pk, dn)
+    mid = str(int(time.time() * 1000) % 10**9)
+    with store.edit() as data:
+        if key not in data["devices"]:
+            raise RegistryError("unknown device %s" % key)
+        data.setdefault("downlink", []).append({"target": key, "id": mid, "params": args.params})
+    if args.wait <= 0:
+        print("property set id=%s queued for %s" % (mid, key))
+        return 0
+    deadline = time.monotonic() + args.wait
+    while time.monotonic() < deadline:
+        reply = store.read().get("set_replies", {}).get(mid)
+        if reply is not None:
+            if "error" in reply:
+                print("emulator: %s is offline: property set not sent" % key, file=sys.stderr)
+                return 3
+            print(json.dumps(reply, sort_keys=True))
+            return 0
+        time.sleep(0.05)
+    print("emulator: no reply from %s within %g s (is it running, and subscribed to its property/set "
+          "topic? is an emulator serving this --state?)" % (key, args.wait), file=sys.stderr)
+    return 3
 
 
 def run_fault(store, args):
@@ -174,7 +223,7 @@ def run_fault(store, args):
             raise faults.FaultError("--payload-hex: %s" % e) from e
     fault = faults.make(on=args.on, refuse=args.refuse, after=args.after, payload=payload, topic=args.topic,
                         double=args.double, huge=args.huge, delay_ms=args.delay, rate=args.rate,
-                        times=args.times)
+                        times=args.times, reply_code=args.reply_code)
     with store.edit() as data:
         data["faults"][args.target] = fault
 
@@ -220,8 +269,7 @@ def main(argv=None):
             if not os.path.isdir(args.state):
                 raise RegistryError("no state directory %s" % args.state)
             seed(store, args)
-            run_subcommand(store, args)
-            return 0
+            return run_subcommand(store, args)
         os.makedirs(args.state, mode=0o700, exist_ok=True)
         seed(store, args)
         asyncio.run(serve(args))

@@ -13,6 +13,7 @@ Fields (all optional):
   huge          announce a PUBLISH of 268435455 bytes, send a few, then stop
   delay_ms      wait this long before the reply
   rate          at most this many registrations per second for the key (excess: CONNACK 3)
+  reply_code    answer property posts with this Alink code instead of 200 (with "on": connect)
   times         the fault expires after firing this many times
 A device's fault fields override its product's.
 """
@@ -25,7 +26,7 @@ DEFAULT_ON = ["register", "regnwl"]
 AFTER = ("quiet", "close")
 TLS_FAULTS = ("none", "expired", "wronghost", "unknownca", "plain")  # start-time switches (--tls-fault)
 HUGE_LENGTH = 268_435_455  # the largest remaining length MQTT can encode
-_BEHAVIOUR = ("refuse", "after", "payload_hex", "topic", "double", "huge", "delay_ms")
+_BEHAVIOUR = ("refuse", "after", "payload_hex", "topic", "double", "huge", "delay_ms", "reply_code")
 
 
 class FaultError(ValueError):
@@ -33,7 +34,7 @@ class FaultError(ValueError):
 
 
 def make(on=None, refuse=None, after=None, payload=None, topic=None, double=False, huge=False,
-         delay_ms=None, rate=None, times=None):
+         delay_ms=None, rate=None, times=None, reply_code=None):
     """Validated fault dict; payload is bytes."""
     fault = {"on": list(on or DEFAULT_ON)}
     for kind in fault["on"]:
@@ -66,6 +67,10 @@ def make(on=None, refuse=None, after=None, payload=None, topic=None, double=Fals
         if rate < 1:
             raise FaultError("--rate takes registrations per second >= 1")
         fault["rate"] = rate
+    if reply_code is not None:
+        if "connect" not in fault["on"]:
+            raise FaultError("--reply-code acts on property posts: it needs --on connect")
+        fault["reply_code"] = reply_code
     if times is not None:
         if times < 1:
             raise FaultError("--times takes a count >= 1")

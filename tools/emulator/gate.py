@@ -35,6 +35,8 @@ _QUIET_MAX_S = 600
 _NET_ERRORS = (OSError, EOFError, asyncio.IncompleteReadError, asyncio.TimeoutError, ssl.SSLError,
                NoDataError, MQTTError, AMQTTError, ValueError)
 PROPERTY_POST = "/sys/%s/%s/thing/event/property/post"
+PROPERTY_SET = "/sys/%s/%s/thing/service/property/set"
+_SET_REPLIES_KEPT = 50
 
 
 def connack(code):
@@ -115,20 +117,61 @@ class Gate:
 
     async def on_device_publish(self, client_id, topic, data):
         conn = self._by_client.get(client_id)
-        if conn is None or topic != PROPERTY_POST % (conn.pk, conn.dn):
+        if conn is None:
             return
         try:
             body = json.loads(data)
         except ValueError:
             body = None
+        if topic == PROPERTY_SET % (conn.pk, conn.dn) + "_reply":
+            self._record_set_reply(conn, body)
+            return
+        if topic != PROPERTY_POST % (conn.pk, conn.dn):
+            return
+        fault = self._reply_fault(conn.pk, conn.dn)
         if isinstance(body, dict):
-            reply = {"code": 200, "data": {}, "id": body.get("id"), "message": "success",
+            code = fault.get("reply_code", 200)
+            reply = {"code": code, "data": {}, "id": body.get("id"),
+                     "message": "success" if code == 200 else "refused (emulator fault)",
                      "method": "thing.event.property.post", "version": "1.0"}
         else:
             reply = {"code": 460, "data": {}, "id": None, "message": "request parameter error",
                      "method": "thing.event.property.post", "version": "1.0"}
-        fault = self._reply_fault(conn.pk, conn.dn)
         await self._reply(conn, topic + "_reply", compact(reply, sort=True), fault)
+
+    def _record_set_reply(self, conn, body):
+        if not isinstance(body, dict) or body.get("id") is None:
+            log.info("%s %s/%s: malformed property set reply", conn.label, conn.pk, conn.dn)
+            return
+        log.info("%s %s/%s: property set id=%s answered with code %s", conn.label, conn.pk, conn.dn,
+                 body.get("id"), body.get("code"))
+        with self.app.store.edit() as data:
+            replies = data.setdefault("set_replies", {})
+            replies[str(body["id"])] = body
+            for old in list(replies)[:-_SET_REPLIES_KEPT]:
+                del replies[old]
+
+    async def deliver_downlinks(self):
+        """Send queued property sets (the `set` subcommand: the console's "set property") through the
+        broker, so that only a device subscribed to its property/set topic gets them."""
+        if not self.app.store.read().get("downlink"):
+            return
+        with self.app.store.edit() as data:
+            queued = data.pop("downlink", [])
+            sends = []
+            for item in queued:
+                key = item["target"]
+                if key not in self._live:
+                    log.info("%s: property set id=%s not sent: device offline", key, item["id"])
+                    data.setdefault("set_replies", {})[item["id"]] = {"id": item["id"], "error": "offline"}
+                    continue
+                pk, dn = key.split("/", 1)
+                body = compact({"id": item["id"], "method": "thing.service.property.set",
+                                "params": item["params"], "version": "1.0"})
+                sends.append((PROPERTY_SET % (pk, dn), body, key, item["id"]))
+        for topic, body, key, mid in sends:
+            log.info("%s: property set id=%s sent", key, mid)
+            await self.app.broker.internal_message_broadcast(topic, body, 0)
 
     # ---- connections ----
 
@@ -189,7 +232,7 @@ class Gate:
     def _reply_fault(self, pk, dn):
         """The reply-shaping faults that act on a property post (kind "connect")."""
         fault = faults.lookup(self.app.store.read(), pk, dn, "connect")
-        keep = ("payload_hex", "topic", "double", "huge", "delay_ms")
+        keep = ("payload_hex", "topic", "double", "huge", "delay_ms", "reply_code")
         fields = {k: v for k, v in fault.fields.items() if k in keep}
         active = faults.Active(fields, fault.keys if fields else [])
         self._consume(active)

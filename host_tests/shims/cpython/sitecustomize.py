@@ -18,11 +18,19 @@
 #   fails verification, OSError(-<mbedtls code>, "MBEDTLS_ERR_...") for other
 #   handshake failures. CPython-only names (SSLError, create_default_context,
 #   socket.timeout, ...) are absent, so firmware that uses them fails here too.
+# - the TLS socket keeps its first failure, as MicroPython's does: after a read
+#   that timed out (or any error but would-block) every read and write fails
+#   with that error again, and poll() reports POLLNVAL for it.
+# - select: poll() objects with MicroPython's semantics: they take socket and
+#   TLS objects (a TLS object is readable when it holds decrypted bytes, as
+#   mbedtls_ssl_check_pending makes it on a board) and return (obj, event) pairs.
+# - sys.print_exception(e[, file]).
 # - sys.path: site-packages entries are removed (a board has no host packages).
 # Nothing else is touched: the stdlib's own `ssl`/`socket` objects stay intact
 # for whatever already imported them.
 import errno as _errno
 import os as _os
+import select as _real_select
 import socket as _real_socket
 import ssl as _real_ssl
 import sys as _sys
@@ -286,15 +294,23 @@ class _TLSSocket(_Stream):
 
     def __init__(self, sslsock):
         self._s = sslsock
+        self._err = None  # modtls_mbedtls.c's last_error: the first failure, kept for good
 
     def _io(self, fn, arg):
         # TLS failures surface as MicroPython's OSError(-mbedtls code); would-block passes through.
+        if self._err is not None:
+            raise OSError(*self._err)
         try:
             return fn(arg)
-        except (_real_ssl.SSLError, ConnectionResetError) as e:
-            if isinstance(e, _EAGAIN_ERRORS):
-                raise
-            raise _handshake_error(e) from None
+        except _EAGAIN_ERRORS:
+            raise
+        except TimeoutError:
+            err = _timeout()
+        except (_real_ssl.SSLError, OSError) as e:
+            err = _handshake_error(e)
+        if isinstance(err, OSError):
+            self._err = err.args
+        raise err from None
 
     def _mp_recv(self, n):
         return self._io(self._s.recv, n)
@@ -441,6 +457,70 @@ def wrap_socket(
     )
 
 
+# ---------------------------------------------------------------- select
+
+_POLLNVAL = 0x20
+
+
+class _Poll:
+    """MicroPython's select.poll(): registered objects, (obj, event) results, TLS-pending aware."""
+
+    def __init__(self):
+        self._objs = {}
+
+    def register(self, obj, mask=_real_select.POLLIN | _real_select.POLLOUT):
+        self._objs[id(obj)] = (obj, mask)
+
+    def modify(self, obj, mask):
+        if id(obj) not in self._objs:
+            raise OSError(_errno.ENOENT)
+        self._objs[id(obj)] = (obj, mask)
+
+    def unregister(self, obj):
+        self._objs.pop(id(obj), None)
+
+    def poll(self, timeout=-1):
+        ready = []
+        waiting = _real_select.poll()
+        fds = {}
+        for obj, mask in self._objs.values():
+            if isinstance(obj, _TLSSocket):
+                if obj._err is not None or obj._s.fileno() < 0:
+                    ready.append((obj, _POLLNVAL))
+                    continue
+                if mask & _real_select.POLLIN and obj._s.pending():
+                    ready.append((obj, _real_select.POLLIN))
+                    continue
+            fd = obj.fileno()
+            if fd < 0:
+                ready.append((obj, _POLLNVAL))
+                continue
+            fds[fd] = obj
+            waiting.register(fd, mask)
+        if ready:
+            timeout = 0
+        if fds:
+            for fd, ev in waiting.poll(None if timeout is None or timeout < 0 else timeout):
+                ready.append((fds[fd], ev))
+        elif not ready and timeout is not None and timeout > 0:
+            _time.sleep(timeout / 1000)
+        return ready
+
+
+def _make_select_module():
+    mod = _types.ModuleType("select", "MicroPython-flavoured select (CPython host shim)")
+    for name in ("POLLIN", "POLLOUT", "POLLERR", "POLLHUP"):
+        setattr(mod, name, getattr(_real_select, name))
+    mod.poll = _Poll
+    return mod
+
+
+def _print_exception(e, file=None):
+    import traceback
+
+    traceback.print_exception(type(e), e, e.__traceback__, file=file or _sys.stdout)
+
+
 def _make_ssl_module(name, with_wrap_socket):
     mod = _types.ModuleType(name, "MicroPython-flavoured %s (CPython host shim)" % name)
     mod.SSLContext = SSLContext
@@ -462,6 +542,8 @@ def _install():
     _sys.modules["socket"] = _make_socket_module()
     _sys.modules["ssl"] = _make_ssl_module("ssl", True)
     _sys.modules["tls"] = _make_ssl_module("tls", False)
+    _sys.modules["select"] = _make_select_module()
+    _sys.print_exception = _print_exception
     # A board has no host packages: the firmware must not import any by accident.
     _sys.path[:] = [p for p in _sys.path if not p.endswith(("site-packages", "dist-packages"))]
 
