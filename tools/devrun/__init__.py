@@ -1,6 +1,6 @@
 """Run the firmware's MicroPython-compatible code on the host: CPython (with the shims) or the unix port.
 
-Used by the host tools (bench) and, through host_tests/plugins, by the tests. Nothing here imports pytest.
+Used by the host tools (bench) and by the test plugins. Nothing here imports pytest.
 
     run_script(runtime, script, cwd=None, env=None, args=(), timeout=60, path=None, heapsize=None,
                shims=None, extra=()) -> RunResult(rc, stdout, stderr)
