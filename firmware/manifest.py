@@ -5,5 +5,9 @@
 # Dependencies: umqtt.simple and ntptime. Every stock ESP32 port manifest already freezes both (it requires
 # umqtt.simple and bundle-networking), so nothing is required here; if your port manifest does not, add
 # require("umqtt.simple") and require("ntptime") to your board manifest.
-metadata(description="Alibaba Cloud IoT Platform dynamic registration for MicroPython", version="0.1.0")
+metadata(
+    description="Alibaba Cloud IoT Platform dynamic registration for MicroPython",
+    version="0.1.0",
+    license="MIT",
+)
 package("aliyun_iot")

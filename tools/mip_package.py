@@ -18,7 +18,6 @@ __version__ (firmware/aliyun_iot/__init__.py), like firmware/manifest.py's.
 
 import ast
 import json
-import re
 import shutil
 import subprocess
 import sys
@@ -60,10 +59,12 @@ def version(firmware=B.FIRMWARE):
 
 def manifest_version(path=MANIFEST):
     """The version in the manifest's metadata(...) call."""
-    m = re.search(r"""^metadata\(.*\bversion\s*=\s*["']([^"']+)["']""", Path(path).read_text(), re.M)
-    if not m:
-        raise B.ToolError("%s: no metadata(version=...)" % path)
-    return m.group(1)
+    for node in ast.walk(ast.parse(Path(path).read_text())):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "metadata":
+            for kw in node.keywords:
+                if kw.arg == "version":
+                    return ast.literal_eval(kw.value)
+    raise B.ToolError("%s: no metadata(version=...)" % path)
 
 
 def render(urls, ver):
