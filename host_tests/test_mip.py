@@ -121,6 +121,21 @@ def test_github_install_fetches_the_relative_urls_from_the_repository(monkeypatc
     assert t.files == {"/lib/" + t_: (M.REPO / u).read_bytes() for t_, u in pj["urls"]}
 
 
+@pytest.mark.parametrize("spelling", ["./package.json", "package.json", str(M.PACKAGE_JSON)])
+def test_local_install_copies_the_files_beside_package_json_without_network(spelling, monkeypatch):
+    """`mpremote mip install ./package.json`: the pinned mpremote reads every file on the host."""
+    from mpremote import mip as mpmip
+
+    def urlopen(url, *a, **kw):
+        raise AssertionError("network access for %s" % url)
+
+    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
+    monkeypatch.chdir(M.REPO)
+    t = _RecordingTransport()
+    mpmip._install_package(t, spelling, "https://micropython.org/pi/v2", "/lib", None, True)
+    assert t.files == {"/lib/" + t_: (M.REPO / u).read_bytes() for t_, u in _urls(M.PACKAGE_JSON)}
+
+
 def test_mpy_package_is_bytecode_for_every_arch(tmp_path):
     pj = M.build_mpy(tmp_path / "mip")
     urls = json.loads(pj.read_text())["urls"]
