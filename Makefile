@@ -3,6 +3,8 @@
 # make demo   - the end-to-end demo on the host (local platform emulator + virtual board)
 # make bench  - firmware vs the official SDK against the emulator at several RTTs (bench/results/)
 # make lint   - ruff only;  make venv - the environment only;  make clean / distclean
+# make package-json - rewrite package.json (mip) after adding or removing a module in firmware/aliyun_iot
+# make mip-mpy      - the package precompiled for mip: build/mip/package.json and build/mip/aliyun_iot/*.mpy
 
 PYTHON ?= python3
 VENV   := .venv
@@ -10,7 +12,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-requirements-dev
 PYTEST_ARGS ?=
 
-.PHONY: all venv lint test demo bench clean distclean check-python
+.PHONY: all venv lint test demo bench package-json mip-mpy clean distclean check-python
 
 all: test
 
@@ -46,6 +48,12 @@ demo: venv
 
 bench: venv
 	$(PY) -m tools.bench
+
+package-json: venv
+	$(PY) -m tools.mip_package --write
+
+mip-mpy: venv
+	$(PY) -m tools.mip_package --mpy build/mip
 
 clean:
 	rm -rf build .pytest_cache .ruff_cache

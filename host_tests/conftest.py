@@ -18,7 +18,7 @@ pytest_plugins = sorted(
     "host_tests.plugins." + p.stem for p in _PLUGIN_DIR.glob("*.py") if not p.stem.startswith("_")
 )
 
-collect_ignore = ["device", "shims"]
+collect_ignore = ["device"]
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -24,8 +24,12 @@ DOCUMENTED_SHIM_EXTRAS = {
 }
 
 
+# Build descriptions beside the package, run by MicroPython's manifest tool on the host, never on a board.
+HOST_ONLY = {FIRMWARE / "manifest.py"}
+
+
 def firmware_sources():
-    files = sorted(p for p in FIRMWARE.rglob("*.py") if "__pycache__" not in p.parts)
+    files = sorted(p for p in FIRMWARE.rglob("*.py") if "__pycache__" not in p.parts and p not in HOST_ONLY)
     if not files:
         pytest.fail("no firmware sources under %s" % FIRMWARE)
     return files

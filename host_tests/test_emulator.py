@@ -1,13 +1,10 @@
-"""The emulator against paho-mqtt 2 and http.client: the platform's behaviour from PROTOCOL.md."""
+"""The emulator against paho-mqtt 2 and http.client: the platform's behaviour from docs/protocol.md."""
 
-import http.client
 import json
 import os
-import secrets
 import socket
 import ssl
 import stat
-import urllib.parse
 
 import pytest
 
@@ -18,7 +15,12 @@ from host_tests.plugins.emulator import (
     register_identity,
     secret_identity,
 )
-from tools.emulator.sign import sign
+from host_tests.plugins.wire import (
+    connect_packet,
+    https_register,
+    raw_tls,
+    read_packet,
+)
 
 
 def register(emu, pk, dn, ps, **kw):
@@ -242,26 +244,6 @@ def test_property_post_that_is_not_json_gets_an_error_reply(prod):
 # ---- HTTPS registration ----
 
 
-def https_register(emu, pk, dn, ps, method="hmacsha256", path="/auth/register/device", sign_value=None):
-    random = secrets.token_hex(6)
-    form = {
-        "productKey": pk,
-        "deviceName": dn,
-        "random": random,
-        "signMethod": method,
-        "sign": sign_value or sign(method, ps, {"deviceName": dn, "productKey": pk, "random": random}),
-    }
-    conn = http.client.HTTPSConnection(emu.host, emu.https_port, context=emu.client_context(), timeout=10)
-    try:
-        conn.request(
-            "POST", path, urllib.parse.urlencode(form), {"Content-Type": "application/x-www-form-urlencoded"}
-        )
-        resp = conn.getresponse()
-        return resp.status, json.loads(resp.read())
-    finally:
-        conn.close()
-
-
 def test_https_registration(prod):
     emu, pk, ps = prod
     status, body = https_register(emu, pk, "dev-0", ps)
@@ -345,68 +327,6 @@ def test_tls_faults(emulator, tls_fault, needle):
     # The plain-TCP listener is not affected by TLS faults.
     with socket.create_connection((emu.host, emu.tcp_port), timeout=5):
         pass
-
-
-# ---- raw MQTT, for the bytes themselves ----
-
-
-def raw_tls(emu, port=None):
-    sock = socket.create_connection((emu.host, port or emu.port), timeout=10)
-    try:
-        return emu.client_context().wrap_socket(sock, server_hostname=emu.host)
-    except BaseException:
-        sock.close()
-        raise
-
-
-def _string(text):
-    data = text.encode()
-    return len(data).to_bytes(2, "big") + data
-
-
-def _varint(n):
-    out = bytearray()
-    while True:
-        n, digit = divmod(n, 128)
-        out.append(digit | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def connect_packet(client_id, username, password, keepalive=60):
-    body = _string("MQTT") + bytes([4, 0xC2]) + keepalive.to_bytes(2, "big")
-    body += _string(client_id) + _string(username) + _string(password)
-    return b"\x10" + _varint(len(body)) + body
-
-
-def read_exact(sock, n):
-    data = b""
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        if not chunk:
-            raise ConnectionError("closed after %d of %d bytes" % (len(data), n))
-        data += chunk
-    return data
-
-
-def read_header(sock):
-    """(first byte, announced remaining length)."""
-    first = read_exact(sock, 1)[0]
-    length, shift = 0, 0
-    for _ in range(4):
-        byte = read_exact(sock, 1)[0]
-        length |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            break
-    return first, length
-
-
-def read_packet(sock, limit=65536):
-    first, length = read_header(sock)
-    if length > limit:
-        raise ValueError("announced length %d" % length)
-    return first, read_exact(sock, length)
 
 
 def test_device_added_with_a_known_secret(prod):

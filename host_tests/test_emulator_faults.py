@@ -6,7 +6,7 @@ import time
 import pytest
 
 from host_tests.plugins.emulator import PahoDevice, mqtt_connect, mqtt_register, register_identity
-from host_tests.test_emulator import (
+from host_tests.plugins.wire import (
     connect_packet,
     https_register,
     raw_tls,

@@ -3,19 +3,15 @@ port (the real VM, real mbedTLS). Every row ends in success or in a named error 
 failures are followed by an attempt that succeeds; fatal ones stop after one attempt."""
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
+from aliyun_iot import config as fw_config  # the firmware (pyproject's pytest pythonpath)
+from aliyun_iot import store
 from host_tests.plugins.firmware import board_flash, boot
 from host_tests.plugins.runtimes import assert_device_ok, device_script, micropython_exe, run_script
 from tools.emulator.process import EmulatorProcess
 from tools.faultproxy import FaultProxy
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "firmware"))
-from aliyun_iot import config as fw_config  # noqa: E402
-from aliyun_iot import store  # noqa: E402
 
 PK, PS = "a1FaultMtx", "Ps3cretForFaults0001"
 RT = "micropython"

@@ -1,15 +1,11 @@
 """First boot end to end: the firmware's boot flow on CPython and on the MicroPython unix port, against the
 emulator over TLS with certificate and hostname verification."""
 
-import sys
-
 import pytest
 
+from aliyun_iot import store  # the firmware's own decoder, run on the host
 from host_tests.plugins.firmware import board_flash, boot
 from host_tests.plugins.runtimes import assert_device_ok, device_script, run_script
-
-sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1] / "firmware"))
-from aliyun_iot import store  # noqa: E402  (the firmware's own decoder, run on the host)
 
 PK, PS = "a1FirstBoot", "Ps3cretForFirstBoot0"
 

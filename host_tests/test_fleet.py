@@ -9,7 +9,8 @@ import time
 import pytest
 
 from host_tests.plugins.firmware import board_flash
-from host_tests.plugins.runtimes import build_command, device_script, micropython_exe
+from host_tests.plugins.runtimes import build_command, micropython_exe
+from tools.devrun import BOOT_ONCE
 from tools.emulator.process import EmulatorProcess
 
 PK, PS = "a1FleetTest", "Ps3cretForTheFleet01"
@@ -52,7 +53,7 @@ def test_fleet_of_100_registers_through_a_rate_limit(tmp_path, secret_guard, rec
                 timeout=15,
                 ntp=False,
             )
-            argv, env = build_command("micropython", device_script("boot_once.py"))
+            argv, env = build_command("micropython", BOOT_ONCE)
             env["VBOARD_MAC"] = "24:0a:c4:00:%02x:%02x" % (i // 256, i % 256)
             procs.append(
                 subprocess.Popen(

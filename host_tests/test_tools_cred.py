@@ -8,7 +8,7 @@ import stat
 
 import pytest
 
-from host_tests.test_tools_support import SECRET, FakeBoard, cred
+from host_tests.plugins.fakeboard import SECRET, FakeBoard, cred
 from tools import board as B
 from tools import cred as C
 

@@ -10,7 +10,7 @@ import click
 import esptool
 import pytest
 
-from host_tests.test_tools_support import FakeBoard, cred
+from host_tests.plugins.fakeboard import FakeBoard, cred
 from tools import board as B
 from tools import flash
 

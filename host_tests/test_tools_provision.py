@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from host_tests.test_tools_support import SECRET, FakeBoard, cred
+from host_tests.plugins.fakeboard import SECRET, FakeBoard, cred
 from tools import board as B
 from tools import provision as P
 

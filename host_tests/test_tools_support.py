@@ -1,4 +1,5 @@
-"""tools/board.py helpers, and FakeBoard: an in-memory board for the tools' logic tests.
+"""tools/board.py helpers, and FakeBoard (host_tests/plugins/fakeboard.py): an in-memory board for the
+tools' logic tests.
 
 The mpremote paths themselves run against the virtual board (test_tools_vboard.py); FakeBoard lets
 the decisions (refuse, back up, name, record) be tested in milliseconds.
@@ -7,58 +8,13 @@ the decisions (refuse, back up, name, record) be tested in milliseconds.
 import hashlib
 import os
 import stat
-from pathlib import Path
 
 import pytest
 
+from host_tests.plugins.fakeboard import SECRET, FakeBoard, cred
 from tools import board as B
 
 _, store, _ = B.firmware_modules()  # the firmware's own store.py, on CPython
-
-SECRET = "Zq8sN0tAReal5ecretXyZ12345678901"  # a DeviceSecret look-alike: tests assert it never shows
-
-
-def cred(pk="a1PK", dn="esp32-240ac4000001", ds=SECRET):
-    return {"kind": "secret", "pk": pk, "dn": dn, "ds": ds}
-
-
-class FakeBoard:
-    """The surface of tools.board.Board that the tools use, over a dict of files."""
-
-    def __init__(
-        self, port="fake://0", tool=None, timeout=None, mac="240ac4000001", files=None, broken=False
-    ):
-        self.port = port
-        self._mac = mac
-        self.files = dict(files or {})
-        self.broken = broken
-        self.puts = []
-
-    def _check(self):
-        if self.broken:
-            raise B.ToolError("mpremote on %s failed: could not enter raw repl" % self.port)
-
-    def mac(self):
-        self._check()
-        return self._mac
-
-    def read_files(self, paths):
-        self._check()
-        return {p: self.files.get(p) for p in paths}
-
-    def read_file(self, path):
-        return self.read_files([path])[path]
-
-    def sha256(self, paths):
-        self._check()
-        return {p: hashlib.sha256(self.files[p]).hexdigest() for p in paths if p in self.files}
-
-    def put(self, local, remote):
-        self._check()
-        self.files[remote] = Path(local).read_bytes()
-        self.puts.append(remote)
-        return hashlib.sha256(self.files[remote]).hexdigest()
-
 
 def test_every_board_loads_with_its_overrides():
     assert set(B.board_names()) >= {"ESP32_GENERIC", "ESP32_GENERIC_S3", "ESP32_GENERIC_C3", "VIRTUAL"}

@@ -19,13 +19,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from host_tests.plugins.emulator import ensure_sdk_venv
-from host_tests.plugins.firmware import board_flash, boot
-from host_tests.plugins.runtimes import SHIMS
 from tools import deploy
 from tools.board import load_board
+from tools.devrun import SHIMS, board_flash, boot
 from tools.emulator.process import EmulatorProcess
 from tools.faultproxy import FaultProxy
+from tools.sdk_venv import ensure_sdk_venv
 
 REPO = Path(__file__).resolve().parents[1]
 PK, PS = "a1BenchMark", "BenchProductSecret01"

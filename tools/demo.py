@@ -18,12 +18,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from tools.board import firmware_modules
 from tools.emulator.process import EmulatorProcess
 from tools.vboard import boot
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "firmware"))
-from aliyun_iot.config import device_name_from_mac  # noqa: E402  (the firmware's own rule, on the host)
 
 PK = "a1DemoProd01"
 MAC = "24:0a:c4:de:00:01"
@@ -125,7 +124,8 @@ def main(argv=None):
     work = Path(tempfile.mkdtemp(prefix="aliyun-demo-"))
     step = Step()
     emu = board = None
-    dn = device_name_from_mac(bytes(int(x, 16) for x in MAC.split(":")))
+    fw_config = firmware_modules()[0]  # the firmware's own naming rule, on the host
+    dn = fw_config.device_name_from_mac(bytes(int(x, 16) for x in MAC.split(":")))
     try:
         emu = EmulatorProcess(
             work / "emulator",

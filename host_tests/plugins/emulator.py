@@ -19,25 +19,18 @@ Device helpers: PahoDevice, register_identity, secret_identity, mqtt_register, m
 """
 
 import contextlib
-import fcntl
 import json
-import os
 import queue
 import secrets
 import shutil
 import subprocess
-import sys
-import tempfile
 import threading
 from pathlib import Path
 
 import pytest
 
 from tools.emulator.process import _CA_FILES, EmulatorProcess, registry_args  # noqa: F401 - re-exported for tests
-
-REPO = Path(__file__).resolve().parents[2]
-SDK_VENV = REPO / ".venv-sdk"
-SDK_REQUIREMENTS = REPO / "requirements-sdk.txt"
+from tools.sdk_venv import REPO, ensure_sdk_venv  # noqa: F401 - re-exported for tests
 
 
 class EmulatorFactory:
@@ -118,43 +111,6 @@ def prod(shared_emulator):
     ps = secrets.token_urlsafe(12)
     shared_emulator.seed(products={pk: ps}, devices=["%s/dev-%d" % (pk, i) for i in range(4)])
     return shared_emulator, pk, ps
-
-
-def ensure_sdk_venv():
-    """Create .venv-sdk (aliyun-iot-linkkit 1.2.13, paho-mqtt 1.6.1) if missing; returns its python."""
-    python = SDK_VENV / "bin" / "python"
-    # pytest-xdist workers must not build it twice; the lock lives outside the repo.
-    lock_path = Path(tempfile.gettempdir()) / ("venv-sdk-%d.lock" % os.getuid())
-    with open(lock_path, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if _sdk_ok(python):
-            return python
-        subprocess.run([sys.executable, "-m", "venv", str(SDK_VENV)], check=True, capture_output=True)
-        subprocess.run(
-            [str(SDK_VENV / "bin" / "pip"), "install", "-q", "-r", str(SDK_REQUIREMENTS)],
-            check=True,
-            capture_output=True,
-            timeout=600,
-        )
-        if not _sdk_ok(python):
-            raise RuntimeError("could not set up %s" % SDK_VENV)
-    return python
-
-
-def _sdk_ok(python):
-    if not python.exists():
-        return False
-    res = subprocess.run(
-        [
-            str(python),
-            "-c",
-            "import linkkit.linkkit, paho.mqtt; import paho; "
-            "from importlib.metadata import version as v; "
-            "assert v('aliyun-iot-linkkit') == '1.2.13' and v('paho-mqtt') == '1.6.1'",
-        ],
-        capture_output=True,
-    )
-    return res.returncode == 0
 
 
 @pytest.fixture(scope="session")

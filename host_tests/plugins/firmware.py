@@ -4,70 +4,13 @@ secret_guard   collects every secret a test uses and every output it sees; at te
                test if any secret appears in any output (subprocess output, the emulator's log, and
                what pytest captured).
 board_flash(emu, flash, **config) writes config.json (pointing at the emulator, trusting its CA).
-boot(runtime, flash, ...) runs one boot (host_tests/device/boot_once.py) and parses its console.
+boot(runtime, flash, ...) runs one boot (tools/devrun/boot_once.py) and parses its console.
+(board_flash, boot and Boot live in tools/devrun: the benchmark uses them too.)
 """
-
-import json
-import re
-import shutil
-from typing import NamedTuple
 
 import pytest
 
-from host_tests.plugins.runtimes import device_script, run_script
-
-_STATE = re.compile(r"^aliyun_iot: state (\w+) t=(\d+)$")
-
-
-class Boot(NamedTuple):
-    rc: int
-    stdout: str
-    stderr: str
-    states: list
-    result: str
-
-    @property
-    def attempts(self):
-        return self.stdout.count("aliyun_iot: registering ")
-
-
-def board_flash(emu, flash, **cfg):
-    """Write a config.json for a board that talks to emulator `emu` and trusts its CA."""
-    shutil.copy(emu.ca_der, flash / "emulator_ca.der")
-    conf = {
-        "host": "localhost",
-        "port": emu.port,
-        "auth_host": "localhost",
-        "auth_port": emu.https_port,
-        "ca": "emulator_ca.der",
-        "wifi_ssid": "lab",
-        "wifi_password": "lab-password",
-        "timeout": 5,
-        "attempts": 3,
-    }
-    conf.update(cfg)
-    (flash / "config.json").write_text(json.dumps(conf))
-    return conf
-
-
-def boot(runtime, flash, env=None, timeout=90, heapsize=None, path=None, shims=None):
-    """One boot of the firmware in `flash` (path: module dirs instead of firmware/); returns a Boot."""
-    r = run_script(
-        runtime,
-        device_script("boot_once.py"),
-        cwd=flash,
-        env=env,
-        timeout=timeout,
-        heapsize=heapsize,
-        path=path,
-        shims=shims,
-    )
-    states = [m.group(1) for m in map(_STATE.match, r.stdout.splitlines()) if m]
-    result = ""
-    for line in r.stdout.splitlines():
-        if line.startswith("RESULT "):
-            result = line[7:]
-    return Boot(r.rc, r.stdout, r.stderr, states, result)
+from tools.devrun import Boot, board_flash, boot  # noqa: F401 - re-exported for tests
 
 
 class SecretGuard:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 DRIVER = Path(__file__).resolve().with_name("repl_driver.py")
-DEFAULT_SHIMS = REPO / "host_tests" / "shims"
+DEFAULT_SHIMS = REPO / "tools" / "shims"
 
 _FRAME_MAX = 4096  # bytes of serial input per frame to the driver
 _INBUF_MAX = 1 << 20  # unread serial input kept; more is dropped, like a UART overrun

@@ -1,4 +1,4 @@
-# Signing on the device runtime: PROTOCOL.md's published known answers, then
+# Signing on the device runtime: the known answers of docs/protocol.md, then
 # host-generated vectors (CPython's hmac) for random keys, including keys longer
 # than the 64-byte block, and random messages and parameter sets.
 # argv[1]: JSON file {"hmac": [[method, key_hex, msg_hex, mac_hex], ...],
@@ -9,7 +9,7 @@ import devkit
 
 from aliyun_iot import sign
 
-# PROTOCOL.md, "Published known answers"
+# docs/protocol.md, "Known answers"
 kat1 = sign.sign(
     "hmacsha1",
     "secret",

@@ -1,0 +1,94 @@
+"""A device's bytes on the wire, for emulator tests that check the bytes themselves (no MQTT library):
+
+    raw_tls(emu, port=None)                      a verifying TLS socket to the emulator's MQTT port
+    connect_packet(client_id, username, password, keepalive=60) -> bytes of an MQTT 3.1.1 CONNECT
+    read_exact(sock, n), read_header(sock) -> (first byte, remaining length), read_packet(sock, limit)
+    https_register(emu, pk, dn, ps, method=..., path=..., sign_value=None) -> (HTTP status, reply dict)
+"""
+
+import http.client
+import json
+import secrets
+import socket
+import urllib.parse
+
+from tools.emulator.sign import sign
+
+
+def https_register(emu, pk, dn, ps, method="hmacsha256", path="/auth/register/device", sign_value=None):
+    random = secrets.token_hex(6)
+    form = {
+        "productKey": pk,
+        "deviceName": dn,
+        "random": random,
+        "signMethod": method,
+        "sign": sign_value or sign(method, ps, {"deviceName": dn, "productKey": pk, "random": random}),
+    }
+    conn = http.client.HTTPSConnection(emu.host, emu.https_port, context=emu.client_context(), timeout=10)
+    try:
+        conn.request(
+            "POST", path, urllib.parse.urlencode(form), {"Content-Type": "application/x-www-form-urlencoded"}
+        )
+        resp = conn.getresponse()
+        return resp.status, json.loads(resp.read())
+    finally:
+        conn.close()
+
+
+def raw_tls(emu, port=None):
+    sock = socket.create_connection((emu.host, port or emu.port), timeout=10)
+    try:
+        return emu.client_context().wrap_socket(sock, server_hostname=emu.host)
+    except BaseException:
+        sock.close()
+        raise
+
+
+def _string(text):
+    data = text.encode()
+    return len(data).to_bytes(2, "big") + data
+
+
+def _varint(n):
+    out = bytearray()
+    while True:
+        n, digit = divmod(n, 128)
+        out.append(digit | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def connect_packet(client_id, username, password, keepalive=60):
+    body = _string("MQTT") + bytes([4, 0xC2]) + keepalive.to_bytes(2, "big")
+    body += _string(client_id) + _string(username) + _string(password)
+    return b"\x10" + _varint(len(body)) + body
+
+
+def read_exact(sock, n):
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise ConnectionError("closed after %d of %d bytes" % (len(data), n))
+        data += chunk
+    return data
+
+
+def read_header(sock):
+    """(first byte, announced remaining length)."""
+    first = read_exact(sock, 1)[0]
+    length, shift = 0, 0
+    for _ in range(4):
+        byte = read_exact(sock, 1)[0]
+        length |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            break
+    return first, length
+
+
+def read_packet(sock, limit=65536):
+    first, length = read_header(sock)
+    if length > limit:
+        raise ValueError("announced length %d" % length)
+    return first, read_exact(sock, length)
