@@ -172,7 +172,7 @@ def _reply_payload(dn, **override):
         "huge-length",
     ],
 )
-def test_bad_platform_reply_is_named_and_retried(emu, flash, case, secret_guard):
+def test_bad_platform_reply_is_named_and_retried(mpy_firmware, emu, flash, case, secret_guard):
     dn = _device(emu, "bad")
     target = "%s/%s" % (PK, dn)
     switches = {
@@ -189,7 +189,8 @@ def test_bad_platform_reply_is_named_and_retried(emu, flash, case, secret_guard)
     emu.fault(target, *switches, "--times", "1")
     board_flash(emu, flash, product_key=PK, product_secret=PS, device_name=dn, **FAST)
     # A small heap: a reply the firmware tried to allocate in full would end in MemoryError instead.
-    b = boot(RT, flash, heapsize="96K")
+    # The package runs as bytecode, as on a board (compiling the source would take most of this heap).
+    b = boot(RT, flash, heapsize="96K", path=[mpy_firmware.lib], shims=mpy_firmware.shims)
     secret_guard.secret(*_secrets(emu, dn))
     secret_guard.output(b.stdout, b.stderr)
     assert b.result == "online", b.stdout + b.stderr

