@@ -11,6 +11,17 @@ except Exception as e:  # the test reads the outcome from the console, as a user
     print("RESULT fatal %s %s" % (type(e).__name__, getattr(e, "code", "?")))
 else:
     print("RESULT online")
+    import gc
+    import sys
+
+    import aliyun_iot
+
+    gc.collect()
+    if hasattr(gc, "mem_alloc"):
+        print("HELD %d" % gc.mem_alloc())  # what the application is left without, while online
+    for name in ("register", "https"):  # first-boot code must be gone once the credential is stored
+        if "aliyun_iot." + name in sys.modules or hasattr(aliyun_iot, name):
+            print("FIRST-BOOT aliyun_iot.%s" % name)
     s.close()
 if hasattr(micropython, "mem_peak"):
     print("MEM peak=%d" % micropython.mem_peak())

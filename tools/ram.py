@@ -1,0 +1,145 @@
+"""RAM on the MicroPython unix port: what this package costs next to a bare umqtt.simple TLS connection.
+
+Three runs, each against the local emulator over verified TLS, each with the package and the board shims as
+mpy-cross bytecode (as a board loads them: tools.devrun.compile_firmware):
+  baseline  tools/devrun/baseline.py: Wi-Fi up, umqtt.simple over verified TLS, CONNECT, one property post
+            and its reply, nothing of this package;
+  normal    a boot with the credential stored (tools/devrun/boot_once.py);
+  first     a first boot: registration, the credential stored, then the same.
+For each: the smallest -X heapsize (KiB) with which it comes online, and HELD, the heap still allocated once
+online after gc.collect(). The first boot also reports whether first-boot code is still held.
+Used by `make bench` (numbers) and by host_tests/test_ram.py (the ratios as limits).
+"""
+
+import shutil
+import sys
+from pathlib import Path
+
+from tools.devrun import board_flash, boot, compile_firmware, run_script
+from tools.emulator.process import EmulatorProcess
+from tools.emulator.sign import sign
+
+BASELINE = Path(__file__).resolve().parent / "devrun" / "baseline.py"
+PK, PS = "a1RamProbe1", "RamProbeProductSecret01"
+TIMESTAMP = "2524608000000"
+
+
+def _held(stdout):
+    for line in stdout.splitlines():
+        if line.startswith("HELD "):
+            return int(line[5:])
+    return None
+
+
+class RamProbe:
+    """An emulator and the compiled firmware in `work`; start() before use, stop() after."""
+
+    def __init__(self, work):
+        self.work = Path(work)
+        self.lib, self.shims = compile_firmware(self.work / "mpy")
+        self.emu = EmulatorProcess(self.work / "state", self.work / "emulator.log",
+                                   ["--product", "%s=%s" % (PK, PS), "--register-linger", "2"])
+        self.n = 0
+        self._normal = None
+
+    def start(self):
+        self.emu.start()
+        return self
+
+    def stop(self):
+        self.emu.stop()
+
+    def _device(self, prefix):
+        self.n += 1
+        dn = "%s-%04d" % (prefix, self.n)
+        self.emu.add_device(PK, dn)
+        return dn
+
+    def _flash(self, dn):
+        flash = self.work / ("flash-" + dn)
+        flash.mkdir()
+        board_flash(self.emu, flash, product_key=PK, product_secret=PS, device_name=dn, ntp=False, timeout=10,
+                    attempts=1, wdt_s=0)
+        return flash
+
+    def _boot(self, flash, heap_kib):
+        return boot("micropython", flash, heapsize="%dK" % heap_kib, path=[self.lib], shims=self.shims,
+                    timeout=60)
+
+    def baseline(self, heap_kib):
+        """(online?, held bytes) of the bare umqtt.simple connection."""
+        if self._normal is None:
+            self._prepare_normal()
+        dn, ds = self._baseline_identity
+        ident = "%s.%s" % (PK, dn)
+        pw = sign("hmacsha256", ds, {"clientId": ident, "deviceName": dn, "productKey": PK,
+                                     "timestamp": TIMESTAMP})
+        cid = "%s|securemode=2,signmethod=hmacsha256,timestamp=%s|" % (ident, TIMESTAMP)
+        topic = "/sys/%s/%s/thing/event/property/post" % (PK, dn)
+        args = ["localhost", self.emu.port, "emulator_ca.der", cid, "%s&%s" % (dn, PK), pw, topic]
+        r = run_script("micropython", BASELINE, cwd=self._normal, heapsize="%dK" % heap_kib, path=[self.lib],
+                       shims=self.shims, timeout=60, args=args)
+        self.last = r
+        ok = "RESULT online" in r.stdout
+        return ok, _held(r.stdout) if ok else None
+
+    def _prepare_normal(self):
+        dn = self._device("normal")
+        flash = self._flash(dn)
+        b = self._boot(flash, 1024)
+        if b.result != "online":
+            raise RuntimeError("first boot for the probe failed: %s\n%s" % (b.result, b.stdout[-2000:]))
+        self._normal = flash
+        self._baseline_identity = (dn, self.emu.device(PK, dn)["secret"])
+
+    def normal(self, heap_kib):
+        """(online?, held bytes) of a boot with the credential stored."""
+        if self._normal is None:
+            self._prepare_normal()
+        b = self._boot(self._normal, heap_kib)
+        return b.result == "online", _held(b.stdout)
+
+    def first(self, heap_kib):
+        """(online?, held bytes, first-boot modules still held after online) of a first boot."""
+        dn = self._device("first")
+        flash = self._flash(dn)
+        try:
+            b = self._boot(flash, heap_kib)
+        finally:
+            shutil.rmtree(flash, ignore_errors=True)
+        held_code = [ln.split()[1] for ln in b.stdout.splitlines() if ln.startswith("FIRST-BOOT ")]
+        return b.result == "online", _held(b.stdout), held_code
+
+    def smallest(self, run, lo=8, hi=256):
+        """The smallest heap in KiB with which run(kib) comes online (binary search; None: not even hi)."""
+        if not run(hi)[0]:
+            return None
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if run(mid)[0] else (mid, hi)
+        return hi
+
+
+def mpy_sizes(lib):
+    """Bytes of .mpy: the whole package, and what a normal boot imports."""
+    pkg = Path(lib) / "aliyun_iot"
+    files = {p.stem: p.stat().st_size for p in pkg.glob("*.mpy")}
+    return files
+
+
+def main():
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="ram-") as work:
+        p = RamProbe(work).start()
+        try:
+            for name in ("baseline", "normal", "first"):
+                kib = p.smallest(getattr(p, name))
+                print("%s: smallest heap %s KiB, held %s" % (name, kib, getattr(p, name)(kib or 256)[1]))
+        finally:
+            p.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
