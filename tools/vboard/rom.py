@@ -15,7 +15,6 @@ One esptool session (one connection) runs in a worker thread; the MicroPython si
 powered off meanwhile (tools/vboard/server.py), as an ESP32 in download mode runs no application.
 """
 
-import contextlib
 import os
 import queue
 import shutil
@@ -207,9 +206,13 @@ class Rom:
             err = e
         finally:
             link.close()
-            with contextlib.suppress(OSError):
+            try:
                 f.save()
-        note = "%d bytes written" % f.written
+            except OSError as e:
+                saved = "; NOT saved to %s (%s): lost at the next start" % (f.path, e.strerror)
+            else:
+                saved = ""
+        note = "%d bytes written%s" % (f.written, saved)
         if f.fs_wiped:
             note += "; filesystem erased"
         if err is not None:
