@@ -455,7 +455,9 @@ def parse_args(argv):
     g.add_argument("--wifi-ssid")
     g.add_argument("--wifi-password-file", help="file holding the Wi-Fi password (else $WIFI_PASSWORD)")
     g.add_argument(
-        "--ca", help="path ON THE BOARD of a CA file replacing the built-in roots (deploy --ca copies it)"
+        "--ca",
+        help="path ON THE BOARD of a CA file replacing the built-in roots: %s is where deploy --ca puts it"
+        % B.CA_PATH,
     )
     g.add_argument("--keepalive", type=int)
     g.add_argument("--led-pin", type=int, help="status LED GPIO (default: the board's)")
