@@ -126,10 +126,10 @@ def test_makefile_fragment_calls_the_tools(tmp_path):
             ["make", "-s", "-n", "-f", str(mk), *args], cwd=B.REPO, capture_output=True, text=True
         )
         assert p.returncode == 0, p.stderr
-        return p.stdout.split()
+        return [t.strip('"') for t in p.stdout.split()]  # the shell's quotes are not part of the argument
 
     got = dry("flash", "FIRMWARE=fw.bin")
-    assert got[1:4] == ["-m", "tools.flash", "--board"] and "ESP32_GENERIC" in got and '"fw.bin"' in got
+    assert got[1:4] == ["-m", "tools.flash", "--board"] and "ESP32_GENERIC" in got and "fw.bin" in got
     got = dry("deploy", "BOARD=VIRTUAL", "PORT=socket://127.0.0.1:9", "CA=ca.der")
     assert got[2:] == [
         "tools.deploy",
@@ -146,5 +146,37 @@ def test_makefile_fragment_calls_the_tools(tmp_path):
         ("restore", "tools.cred"),
         ("status", "tools.cred"),
     ):
-        got = dry(target, "PORT=/dev/ttyUSB1", "ARGS=--dry-run")
+        got = dry(target, "PORT=/dev/ttyUSB1", "ARGS=--dry-run", "FILE=b.cred")
         assert got[2] == module and "/dev/ttyUSB1" in got, got
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_makefile_fragment_stops_on_an_empty_variable_in_one_line(tmp_path):
+    mk = tmp_path / "Makefile"
+    mk.write_text("include %s\n" % (B.REPO / "tools" / "tools.mk"))
+
+    def make(*args):
+        return subprocess.run(
+            ["make", "-s", "-n", "-f", str(mk), *args], cwd=B.REPO, capture_output=True, text=True
+        )
+
+    for target, var in (
+        ("provision", "PORT"),
+        ("deploy", "PORT"),
+        ("backup", "BOARD"),
+        ("status", "PORT"),
+        ("restore", "FILE"),
+        ("line", "CONFIG"),
+    ):
+        given = {"FILE": "x.cred", "PORTS": "/dev/ttyUSB0", "CONFIG": "c.json", var: ""}
+        p = make(target, *["%s=%s" % kv for kv in given.items()])
+        assert p.returncode != 0 and p.stdout == "", (target, p.stdout)
+        (line,) = p.stderr.strip().splitlines()
+        assert "%s is empty: give %s=" % (var, var) in line, line
+    got = make("line", "PORTS=/dev/ttyUSB0 /dev/ttyUSB1", "CONFIG=c.json", "NAMES=n.csv").stdout.split()
+    assert got[1:3] == ["-m", "tools.line"] and got[got.index("--ports") + 1 : got.index("--ports") + 3] == [
+        "/dev/ttyUSB0",
+        "/dev/ttyUSB1",
+    ]
+    assert "--names" in got and "--firmware" not in got
+    assert make("line-bench").stdout.split()[1:] == ["-m", "tools.line", "--bench", "8"]

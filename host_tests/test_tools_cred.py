@@ -5,6 +5,8 @@ the mpremote path is in test_tools_vboard.py."""
 import json
 import os
 import stat
+import subprocess
+import sys
 
 import pytest
 
@@ -34,12 +36,56 @@ def test_backup_never_overwrites_an_older_different_backup(tmp_path):
     assert sorted(p.read_bytes() for p in tmp_path.glob("*.cred")) == sorted([RAW, newer])
 
 
-def test_backup_refuses_corrupt_or_missing(tmp_path):
-    with pytest.raises(B.ToolError, match="corrupt.*refusing"):
-        C.backup(FakeBoard(files={B.CRED_PATH: RAW.replace(b"a1PK", b"a1PX")}), tmp_path)
+def test_backup_keeps_a_corrupt_credential_raw_and_refuses_only_a_missing_one(tmp_path):
+    bad = RAW.replace(b"a1PK", b"a1PX")  # the check value no longer matches
+    path = C.backup(FakeBoard(files={B.CRED_PATH: bad}), tmp_path)
+    assert path.parent == tmp_path and path.name.startswith("corrupt.240ac4000001.")
+    assert path.read_bytes() == bad and stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert C.backup(FakeBoard(files={B.CRED_PATH: bad}), tmp_path) == path  # identical: reused
+    assert len(list(tmp_path.iterdir())) == 1
     with pytest.raises(B.ToolError, match="nothing to back up"):
-        C.backup(FakeBoard(), tmp_path)
-    assert list(tmp_path.iterdir()) == []
+        C.backup(FakeBoard(), tmp_path / "none")
+    assert not list((tmp_path / "none").iterdir())
+
+
+def test_backup_name_never_leaves_the_folder(tmp_path):
+    out = tmp_path / "backups"
+    escaped = tmp_path / "escaped"
+    for pk, dn in ((str(escaped), "dev-0001"), ("a1PK", "../../x"), ("..", "dev/0001")):
+        raw = STORE.encode(cred(pk=pk, dn=dn))
+        path = C.backup(FakeBoard(files={B.CRED_PATH: raw}), out)
+        assert path.parent == out and path.name.startswith("badname.240ac4000001.")
+        assert path.read_bytes() == raw
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["backups"]
+
+
+def test_backup_dir_that_is_a_file_is_one_line(tmp_path):
+    f = tmp_path / "backups"
+    f.write_text("not a folder")
+    with pytest.raises(B.ToolError, match="is a file"):
+        C.backup(FakeBoard(files={B.CRED_PATH: RAW}), f)
+    p = subprocess.run(
+        [sys.executable, "-m", "tools.cred", "backup", "--port", "socket://127.0.0.1:9", "--dir", str(f)],
+        cwd=B.REPO, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert p.returncode == 1 and p.stderr.splitlines() == [
+        "cred: error: backups folder %s is a file: give a folder with --dir" % f
+    ]
+    assert f.read_text() == "not a folder"
+
+
+def test_restore_refuses_another_boards_backup_unless_told(tmp_path, capsys):
+    f = B.write_private(tmp_path / "a1PK.esp32-240ac4000001.240ac4000001.20250101T000000.cred", RAW)
+    assert C.mac_of_backup(f) == "240ac4000001"
+    other = FakeBoard(mac="240ac40000ff")
+    with pytest.raises(B.ToolError, match="mac 240ac4000001, this board is 240ac40000ff.*--other-board"):
+        C.restore(other, f)
+    assert B.CRED_PATH not in other.files
+    C.restore(other, f, other_board=True)
+    assert other.files[B.CRED_PATH] == RAW and "--other-board" in capsys.readouterr().err
+    unnamed = B.write_private(tmp_path / "renamed.cred", RAW)
+    C.restore(FakeBoard(), unnamed)  # no MAC in the name: restored with a warning
+    assert "does not name the board" in capsys.readouterr().err
 
 
 def test_restore_onto_an_empty_board_and_refusals(tmp_path):

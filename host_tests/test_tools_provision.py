@@ -194,3 +194,181 @@ def test_batch_refuses_one_device_name_for_all(tmp_path):
         env={"ALIYUN_PRODUCT_SECRET": PS},
     )
     assert p.returncode == 1 and "--names CSV" in p.stderr
+
+
+# ---------------------------------------------------------------- careless use (issue 11)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("tools.provision", "--port", "x", "--product-secret", PS),  # abbreviation of --product-secret-file
+        ("tools.provision", "--port", "x", "--product-secret=" + PS),
+        ("tools.provision", "--port", "x", "--product-secrets-file", PS),
+        ("tools.provision", "--port", "x", "--mqtt-port", PS),
+        ("tools.provision", "--port", "x", PS),
+        ("tools.deploy", "--port", "x", "--ca-file", PS),
+        ("tools.cred", "restore", "--port", "x", "f.cred", "--forc", PS),
+        ("tools.cred", PS),
+        ("tools.line", "--ports", "x", "--config", "c", "--product-secret", PS),
+    ],
+)
+def test_no_option_value_is_echoed_in_an_error(argv):
+    p = subprocess.run(
+        [sys.executable, "-m", *argv], cwd=B.REPO, capture_output=True, text=True, timeout=60,
+        stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert p.returncode == 2, p.stderr
+    assert PS not in p.stdout + p.stderr
+    assert "error:" in p.stderr.splitlines()[-1]
+
+
+def test_abbreviations_are_off_in_every_tool_parser():
+    for module in ("provision", "deploy", "cred", "line"):
+        ap = __import__("tools." + module, fromlist=["parse_args"]).parse_args
+        with pytest.raises(SystemExit):
+            ap(["--port", "x", "--product-secret", "v", "--ports", "x", "--config", "c"])
+
+
+def test_secret_file_flags_win_over_the_config_file(tmp_path):
+    cfgf = tmp_path / "product.json"
+    cfgf.write_text(json.dumps({"product_key": "a1PK", "product_secret": "FromTheConfig1", "wifi_ssid": "lab",
+                                "wifi_password": "WifiFromConfig1"}))  # fmt: skip
+    os.chmod(cfgf, 0o600)
+    psf = secret_file(tmp_path, "ps", PS)
+    wpf = secret_file(tmp_path, "wifi", WIFI_PW)
+    p = run_tool("--dry-run", "--config", str(cfgf), "--product-secret-file", str(psf),
+                 "--wifi-password-file", str(wpf))  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    assert "product_secret=<%s>" % B.fingerprint(PS) in p.stdout
+    assert "wifi_password=<%s>" % B.fingerprint(WIFI_PW) in p.stdout
+    assert "ProductSecret from --product-secret-file, not from the --config file" in p.stderr
+    for s in (PS, WIFI_PW, "FromTheConfig1", "WifiFromConfig1"):
+        assert s not in p.stdout + p.stderr
+    p = run_tool("--dry-run", "--config", str(cfgf))  # without the flags the config's values stand
+    assert "product_secret=<%s>" % B.fingerprint("FromTheConfig1") in p.stdout
+
+
+class Slot(FakeBoard):
+    """One USB port of a single-port station: each call of Board(port) sees the board plugged in now."""
+
+    def __init__(self, boards):
+        super().__init__()
+        self.boards = boards
+
+    def __call__(self, port, tool="", timeout=0):
+        return self.boards[0] if len(self.boards) == 1 else self.boards.pop(0)
+
+
+def test_single_port_batch_records_a_failed_board_once_with_its_mac_and_name(tmp_path, monkeypatch):
+    held = STORE.encode(cred(pk="a1OLD"))
+    bad = FakeBoard(mac="240ac4000001", files={B.CRED_PATH: held})  # another device's credential: refused
+    good = FakeBoard(mac="240ac4000002")
+    # the failed board stays plugged in for a few polls before the operator swaps it
+    monkeypatch.setattr(B, "Board", Slot([bad, bad, bad, bad, good]))
+    monkeypatch.setattr(P.time, "sleep", lambda s: None)
+    manifest = tmp_path / "m.csv"
+    a = SimpleNamespace(ports=None, port="fake://0", count=2, wait=5, manifest=str(manifest), force=False)
+    with pytest.raises(B.ToolError, match="1 of 2 boards failed"):
+        P.batch(a, RAW, None)
+    rows = list(csv.DictReader(manifest.open()))
+    assert [(r["mac"], r["device_name"], r["result"].split(":")[0]) for r in rows] == [
+        ("240ac4000001", "esp32-240ac4000001", "failed"),
+        ("240ac4000002", "esp32-240ac4000002", "ok"),
+    ]
+    assert "orphan" in rows[0]["result"]
+
+
+def test_batch_rerun_skips_boards_already_done(tmp_path, monkeypatch, capsys):
+    boards = {
+        "fake://1": FakeBoard("fake://1", mac="240ac4000001"),
+        "fake://2": FakeBoard(
+            "fake://2", mac="240ac4000002", files={B.CRED_PATH: STORE.encode(cred(pk="a1OLD"))}
+        ),
+        "fake://3": FakeBoard("fake://3", mac="240ac4000003"),
+    }
+    monkeypatch.setattr(B, "Board", lambda port, tool="", timeout=0: boards[port])
+    manifest = tmp_path / "m.csv"
+    a = SimpleNamespace(ports=list(boards), port=None, count=0, wait=1, manifest=str(manifest), force=False)
+    with pytest.raises(B.ToolError, match="1 of 3 boards failed"):
+        P.batch(a, RAW, None)
+    del boards["fake://2"].files[B.CRED_PATH]  # the operator fixed board 2
+    P.batch(a, RAW, None)
+    rows = list(csv.DictReader(manifest.open()))
+    got = [(r["mac"][-1], r["result"].split(":")[0]) for r in rows]
+    assert got == [("1", "ok"), ("2", "failed"), ("3", "ok"), ("2", "ok")]
+    assert boards["fake://1"].puts == [B.CONFIG_PATH] and boards["fake://3"].puts == [B.CONFIG_PATH]
+    assert "batch: 1 boards provisioned, 0 failed, 2 already done" in capsys.readouterr().out
+
+
+def test_manifest_rows_stay_whole_under_parallel_writers(tmp_path):
+    m = P.Manifest(tmp_path / "m.csv")
+    import threading
+
+    def write(k):
+        for i in range(50):
+            m.add("port%d" % k, "%012x" % (k * 100 + i), "dev-%d-%d" % (k, i), 'failed: a, "quoted"\nreason')
+
+    threads = [threading.Thread(target=write, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    m.close()
+    rows = list(csv.DictReader((tmp_path / "m.csv").open()))
+    assert len(rows) == 400 and len({r["mac"] for r in rows}) == 400
+    assert all(r["result"] == 'failed: a, "quoted" reason' for r in rows)
+    (tmp_path / "m.csv").open("a").write("port9,240ac4000009,dev-9,o")  # a row torn by a power cut
+    m = P.Manifest(tmp_path / "m.csv")
+    m.add("port9", "240ac4000009", "dev-9", "ok")
+    m.close()
+    rows = list(csv.DictReader((tmp_path / "m.csv").open()))
+    assert rows[-1]["result"] == "ok" and rows[-2]["result"] == "o"
+    assert P.Manifest(tmp_path / "m.csv").done == {"240ac4000009"}
+
+
+def one_line_error(p, *want):
+    assert p.returncode == 1, p.stdout + p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in p.stderr, p.stderr
+    for w in want:
+        assert w in lines[0], lines[0]
+    return lines[0]
+
+
+def test_bad_manifest_paths_are_one_line_and_touch_no_board(tmp_path):
+    env = {"ALIYUN_PRODUCT_SECRET": PS}
+    base = ("--batch", "--ports", "socket://127.0.0.1:9", "--product-key", "a1PK", "--manifest")
+    one_line_error(run_tool(*base, str(tmp_path / "missing" / "m.csv"), env=env), "does not exist")
+    one_line_error(run_tool(*base, str(tmp_path), env=env), "is a folder")
+    f = tmp_path / "file"
+    f.write_text("x")
+    one_line_error(run_tool(*base, str(f / "m.csv"), env=env), "is not a folder")
+    other = tmp_path / "other.csv"
+    other.write_text("name,size\nx,1\n")
+    one_line_error(run_tool(*base, str(other), env=env), "has the columns")
+    assert other.read_text() == "name,size\nx,1\n"
+
+
+def test_names_csv_encodings_and_headers(tmp_path):
+    f = tmp_path / "names.csv"
+    want = {"240ac4000001": "line1-0001", "240ac4000002": "line1-0002"}
+    for body in (
+        "\ufeffmac,device_name\r\n24:0A:C4:00:00:01,line1-0001\r\n240ac4000002,line1-0002\r\n",  # Excel
+        "240ac4000001,line1-0001\n\n240ac4000002,line1-0002\n",  # no header
+        "MAC,DeviceName\n240ac4000001,line1-0001\n240ac4000002,line1-0002\n",
+    ):
+        f.write_bytes(body.encode("utf-8"))
+        assert P.read_names(f) == want, body
+    env = {"ALIYUN_PRODUCT_SECRET": PS}
+    for body, why in (
+        ("mac,device_name\n240ac4000001,gerät-1\n".encode("latin-1"), "line 2: not UTF-8"),
+        (b"serial,name\n240ac4000001,line1-0001\n", "line 1: want the header mac,device_name"),
+        (b"mac,device_name\n", "lists no board"),
+        (b"mac,device_name\n240ac4000001,a\x00b\n", "names CSV"),
+    ):
+        f.write_bytes(body)
+        one_line_error(run_tool("--dry-run", "--product-key", "a1PK", "--names", str(f), env=env), why)
+    one_line_error(
+        run_tool("--dry-run", "--product-key", "a1PK", "--names", str(tmp_path), env=env), "cannot read"
+    )

@@ -80,3 +80,24 @@ def test_fake_board_round_trips_store_encoding():
     assert B.read_credential(board) == (raw, cred(), None)
     board.files[B.CRED_PATH] = raw.replace(b"a1PK", b"a1PX")
     assert B.read_credential(board)[2] is not None  # corrupt: the check value no longer matches
+
+
+def test_redact_keeps_option_names_and_hides_what_was_typed():
+    typed = ["--port", "x", "--product-secret=S3cr3tValue", "--mode", "magic", "S3cr3tValue"]
+    keep = {"--port", "--mode", "register"}
+    msg = "argument --mode: invalid choice: 'magic' (choose from 'register'); unrecognized: S3cr3tValue"
+    out = B.redact(msg, typed, keep)
+    assert "magic" not in out and "S3cr3tValue" not in out
+    assert out == "argument --mode: invalid choice: '<value>' (choose from 'register'); unrecognized: <value>"
+
+
+def test_say_hook_takes_progress_lines(capsys):
+    got = []
+    B.say_hook = lambda tool, msg: got.append((tool, msg))
+    try:
+        B.say("deploy", "[1/2] main.py")
+    finally:
+        B.say_hook = None
+    assert got == [("deploy", "[1/2] main.py")] and capsys.readouterr().err == ""
+    B.say("deploy", "done")
+    assert capsys.readouterr().err == "deploy: done\n"

@@ -196,6 +196,25 @@ def test_friendly_repl_over_the_socket(vboard, tmp_path):
         assert b"MPY: soft reboot\r\n" in _read_until(s, b"main busy")
 
 
+def test_binary_input_does_not_kill_the_board(vboard, tmp_path):
+    # Line noise, a wrong baud rate or a tool that sends binary must not take the REPL down: a board
+    # answers with an error and keeps its state (here the global x).
+    board = vboard(flash=_flash(tmp_path))
+    port = int(board.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(b"\r")
+        _read_until(s, b">>> ")
+        s.sendall(b"x = 21\r")
+        _read_until(s, b"x = 21\r\n>>> ")
+        s.sendall(b"\xff\xfe\x80\xc3\x01\r")  # not UTF-8, and a stray Ctrl-A inside the line
+        s.sendall(b"print('x', \xe9\xff)\r")
+        s.sendall(b"print('after', x * 2)\r")
+        out = _read_until(s, b"after 42\r\n>>> ")
+    assert b"after 42\r\n>>> " in out
+    assert out.count(b"Error") == 2, out  # each binary line got its error (a NameError here)
+    assert "rebooting" not in board.console() and "soft reboot" not in board.console()
+
+
 def test_pty_port_and_heap_option(vboard, tmp_path):
     board = vboard(flash=_flash(tmp_path), pty=True, heap="300k")
     assert board.pty.startswith("/dev/")

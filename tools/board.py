@@ -19,6 +19,7 @@ FIRMWARE = REPO / "firmware"
 DEFAULT_BOARD = "ESP32_GENERIC"
 CRED_PATH = "aliyun_iot.cred"
 CONFIG_PATH = "config.json"
+CA_PATH = "ca.der"  # where deploy --ca puts a CA, whatever the local file is called
 _MPREMOTE_TIMEOUT = 60
 _BOARD_KEYS = ("chip", "flash_offset", "mpy_arch", "led_pin", "baud", "package_dir", "root_files", "download")
 _MPY_ARCHES = ("x86", "x64", "armv6m", "armv7m", "armv7emsp", "xtensa", "xtensawin", "rv32imc")
@@ -28,10 +29,72 @@ class ToolError(Exception):
     """A failure the tool reports as one line on stderr, then exits non-zero."""
 
 
+class ArgParser(argparse.ArgumentParser):
+    """argparse without abbreviations (`--product-secret` must not be taken for `--product-secret-file`)
+    and without echoing what was typed: an error names the option, never its value, which may be a
+    secret typed where a file name belongs."""
+
+    def __init__(self, *args, **kw):
+        kw["allow_abbrev"] = False  # subparsers are made with this class too
+        super().__init__(*args, **kw)
+
+    def parse_known_args(self, args=None, namespace=None):
+        if args is None:
+            args = sys.argv[1:]
+        if not hasattr(self, "_typed"):
+            self._typed = [str(a) for a in args]
+        return super().parse_known_args(args, namespace)
+
+    def parse_args(self, args=None, namespace=None):
+        args = sys.argv[1:] if args is None else [str(a) for a in args]
+        self._typed = args
+        a, extra = self.parse_known_args(args, namespace)
+        if extra:
+            names = [x.split("=", 1)[0] for x in extra if x.startswith("-")]
+            self.error(
+                "unrecognized option(s): %s (values not shown)" % " ".join(names)
+                if names
+                else "%d unexpected argument(s) (not shown)" % len(extra)
+            )
+        return a
+
+    def _known_words(self):
+        words = set()
+        for action in self._actions:
+            words.update(action.option_strings)
+            words.update(str(c) for c in action.choices or ())
+            if action.dest:
+                words.add(action.dest)
+        return words
+
+    def error(self, message):
+        self.print_usage(sys.stderr)
+        self.exit(
+            2,
+            "%s: error: %s\n"
+            % (self.prog, redact(message, getattr(self, "_typed", ()), self._known_words())),
+        )
+
+
+def redact(message, typed, keep=()):
+    """message with every word the user typed that is not an option name or a choice replaced by <value>."""
+    values = set()
+    for t in typed:
+        if t.startswith("-") and "=" in t:
+            values.add(t.split("=", 1)[1])
+            values.add(t)
+        elif t not in keep and not t.startswith("-"):
+            values.add(t)
+    for v in sorted((v for v in values if v), key=len, reverse=True):
+        message = re.sub(r"(?<![\w-])%s(?![\w-])" % re.escape(v), "<value>", message)
+        message = message.replace(repr(v), "'<value>'")
+    return message
+
+
 def parser(tool, doc):
     """The parser of `python -m tools.<tool>`: the doc's first paragraph on top, the rest below."""
     parts = doc.split("\n\n")
-    return argparse.ArgumentParser(
+    return ArgParser(
         prog="python -m tools." + tool,
         description=parts[0],
         epilog="\n\n".join(parts[1:]),
@@ -39,8 +102,14 @@ def parser(tool, doc):
     )
 
 
+say_hook = None  # fn(tool, msg) taking progress lines instead of stderr (the line's live display)
+
+
 def say(tool, msg):
     """A progress line on stderr."""
+    if say_hook is not None:
+        say_hook(tool, msg)
+        return
     print("%s: %s" % (tool, msg), file=sys.stderr, flush=True)
 
 

@@ -11,6 +11,7 @@ erasing or reflashing. Nothing here prints a secret: a length and the first 4 he
 import hashlib
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -29,34 +30,106 @@ def _decode(raw, where):
         raise B.ToolError("%s: %s; refusing to use it" % (where, e.msg)) from None
 
 
+_PK_RE = re.compile(r"[A-Za-z0-9]{1,32}")
+_MAC_RE = re.compile(r"[0-9a-f]{12}")
+_STAMP_RE = re.compile(r"\d{8}T\d{6}(-\d+)?")
+
+
 def backup_name(cred, mac):
-    return "%s.%s.%s.cred" % (cred["pk"], cred["dn"].replace(":", "_").replace("@", "_"), mac)
+    """<pk>.<dn>.<mac>.cred, or None when pk/dn read from the board are not valid names (a file name
+    built from them could leave the backups folder)."""
+    config, _, _ = B.firmware_modules()
+    pk, dn = cred.get("pk"), cred.get("dn")
+    if not (isinstance(pk, str) and _PK_RE.fullmatch(pk)) or not (
+        isinstance(dn, str) and config.valid_device_name(dn)
+    ):
+        return None
+    return "%s.%s.%s.cred" % (pk, dn.replace(":", "_").replace("@", "_"), mac)
+
+
+def mac_of_backup(path):
+    """The MAC a backup file name records (<...>.<mac>[.<time>].cred), or None."""
+    parts = Path(path).name.split(".")
+    if len(parts) < 2 or parts[-1] != "cred":
+        return None
+    parts = parts[:-1]
+    if parts and _STAMP_RE.fullmatch(parts[-1]):
+        parts = parts[:-1]
+    return parts[-1] if parts and _MAC_RE.fullmatch(parts[-1]) else None
+
+
+def backup_dir(out_dir):
+    """out_dir, created (mode 0700) if missing; ToolError if it is a file or cannot be made."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise B.ToolError("backups folder %s is a file: give a folder with --dir" % out_dir)
+    try:
+        out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as e:
+        raise B.ToolError("cannot create backups folder %s: %s" % (out_dir, e.strerror)) from None
+    return out_dir
+
+
+def _stamped(out_dir, stem):
+    """stem.<time>.cred, or stem.<time>-<n>.cred: a name not yet taken in out_dir."""
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    name, n = "%s.%s.cred" % (stem, stamp), 1
+    while (out_dir / name).exists():
+        n += 1
+        name = "%s.%s-%d.cred" % (stem, stamp, n)
+    return name
 
 
 def backup(board, out_dir):
-    """Save the board's credential in out_dir (mode 0600); returns the path. An identical backup is reused."""
+    """Save the board's credential in out_dir (mode 0600); returns the path. An identical backup is reused.
+    A corrupt credential, or one whose pk/dn are not valid names, is saved as it is (raw) under
+    <corrupt|badname>.<mac>.<time>.cred: it may be the only copy there is."""
+    out_dir = backup_dir(out_dir)
     raw = board.read_files([B.CRED_PATH])[B.CRED_PATH]
     if raw is None:
         raise B.ToolError("no stored credential on %s: nothing to back up" % board.port)
-    cred = _decode(raw, "the credential on %s" % board.port)
     mac = board.mac()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path = out_dir / backup_name(cred, mac)
+    _, store, errors = B.firmware_modules()
+    try:
+        cred = store.decode(raw)
+    except errors.StorageError as e:
+        cred, label = None, "corrupt"
+        B.say(TOOL, "warning: the credential on %s is corrupt (%s): backing it up raw" % (board.port, e.msg))
+    else:
+        label = "badname"
+    name = backup_name(cred, mac) if cred else None
+    if name is None:
+        if cred:
+            B.say(
+                TOOL, "warning: the credential on %s names an invalid pk/dn: backing it up raw" % board.port
+            )
+        for old in sorted(out_dir.glob("%s.%s.*.cred" % (label, mac))):
+            if old.read_bytes() == raw:
+                B.say(TOOL, "already backed up in %s" % old)
+                return old
+        name = _stamped(out_dir, "%s.%s" % (label, mac))
+    path = out_dir / name
+    if path.resolve().parent != out_dir.resolve():
+        raise B.ToolError("backup name %r would leave %s" % (name, out_dir))
     if path.exists():
         if path.read_bytes() == raw:
             B.say(TOOL, "already backed up in %s" % path)
             return path
         # Never overwrite an older backup: it may be the only copy of a secret still in use.
-        path = out_dir / ("%s.%s.cred" % (path.name[: -len(".cred")], time.strftime("%Y%m%dT%H%M%S")))
-    B.write_private(path, raw)
-    if _decode(path.read_bytes(), str(path)) != cred:
+        path = out_dir / _stamped(out_dir, path.name[: -len(".cred")])
+    try:
+        B.write_private(path, raw)
+    except FileExistsError:
+        raise B.ToolError("%s appeared meanwhile: run the backup again" % path) from None
+    if path.read_bytes() != raw:
         raise B.ToolError("backup %s reads back different from the board's credential" % path)
     return path
 
 
-def restore(board, path, force=False):
-    """Write a backed-up credential to the board (temp file + rename), then compare its sha256 there."""
+def restore(board, path, force=False, other_board=False):
+    """Write a backed-up credential to the board (temp file + rename), then compare its sha256 there.
+    A backup of another board (another MAC in its name) is refused unless other_board: two boards with
+    one identity knock each other offline."""
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -64,6 +137,18 @@ def restore(board, path, force=False):
         raise B.ToolError("cannot read %s: %s" % (path, e.strerror)) from None
     cred = _decode(raw, str(path))
     files = board.read_files([B.CRED_PATH, B.CONFIG_PATH])
+    mac, src = board.mac(), mac_of_backup(path)
+    if src is None:
+        B.say(
+            TOOL, "warning: %s does not name the board it came from; restoring to mac %s" % (path.name, mac)
+        )
+    elif src != mac and not other_board:
+        raise B.ToolError(
+            "%s is the backup of the board with mac %s, this board is %s: restoring it clones that device's "
+            "identity; pass --other-board if that board is gone for good" % (path.name, src, mac)
+        )
+    elif src != mac:
+        B.say(TOOL, "warning: restoring the identity of board %s onto board %s (--other-board)" % (src, mac))
     old_raw, old, problem = B.read_credential(board, files)
     if old_raw == raw:
         B.say(TOOL, "the board already holds this credential")
@@ -158,6 +243,11 @@ def parse_args(argv):
         if name == "restore":
             p.add_argument("file", help="a backup file written by `backup`")
             p.add_argument("--force", action="store_true", help="replace a different credential on the board")
+            p.add_argument(
+                "--other-board",
+                action="store_true",
+                help="restore a backup taken from another board (another MAC): clones that identity",
+            )
     return ap.parse_args(argv)
 
 
@@ -168,10 +258,14 @@ def main(argv=None):
         print("\n".join(status(board)))
     elif a.cmd == "backup":
         path = backup(board, a.dir)
-        cred = _decode(path.read_bytes(), str(path))
-        print("backed up %s to %s (mode %o)" % (B.describe_cred(cred), path, os.stat(path).st_mode & 0o777))
+        mode = os.stat(path).st_mode & 0o777
+        try:
+            what = B.describe_cred(_decode(path.read_bytes(), str(path)))
+        except B.ToolError:
+            what = "the raw (corrupt) credential"
+        print("backed up %s to %s (mode %o)" % (what, path, mode))
     else:
-        cred = restore(board, a.file, a.force)
+        cred = restore(board, a.file, a.force, a.other_board)
         print("restored %s to %s" % (B.describe_cred(cred), a.port))
     return 0
 

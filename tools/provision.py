@@ -16,12 +16,14 @@ likewise (--wifi-password-file, WIFI_PASSWORD, prompt). Output shows a secret's 
 import csv
 import getpass
 import hashlib
+import io
 import json
 import os
 import re
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -67,23 +69,30 @@ def _warn_if_readable(path):
 def read_secret_file(path):
     _warn_if_readable(path)
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             return f.read().rstrip("\r\n")
     except OSError as e:
         raise B.ToolError("cannot read secret file %s: %s" % (path, e.strerror)) from None
+    except ValueError:
+        raise B.ToolError("secret file %s is not UTF-8 text" % path) from None
 
 
 def _secret(raw, key, path, env, what, required):
-    if raw.get(key) is not None:
-        return
+    # A file given on the command line wins over the --config file (the help says flags override it);
+    # the config file wins over the environment; a prompt comes last.
+    flag = "--%s-file" % key.replace("_", "-")
     if path:
+        if raw.get(key) is not None:
+            B.say(TOOL, "%s from %s, not from the --config file" % (what, flag))
         raw[key] = read_secret_file(path)
+    elif raw.get(key) is not None:
+        return
     elif os.environ.get(env):
         raw[key] = os.environ[env]
     elif required and sys.stdin.isatty():
         raw[key] = getpass.getpass("%s (not echoed): " % what)
     elif required:
-        raise B.ToolError("no %s: give --%s-file or set %s" % (what, key.replace("_", "-"), env))
+        raise B.ToolError("no %s: give %s or set %s" % (what, flag, env))
 
 
 def build_raw(a, settings):
@@ -145,24 +154,54 @@ def summary(raw, dn=None):
 # ---------------------------------------------------------------- one board
 
 
+_NAME_HEADERS = {("mac", "device_name"), ("mac", "devicename"), ("mac", "device name")}
+
+
 def read_names(path):
-    """{mac (12 lowercase hex): DeviceName} from a CSV with columns mac,device_name."""
+    """{mac (12 lowercase hex): DeviceName} from a UTF-8 CSV (a BOM is fine) with the columns mac,device_name;
+    the header line `mac,device_name` is optional."""
     config, _, _ = B.firmware_modules()
-    names = {}
     try:
-        with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
+        data = Path(path).read_bytes()
     except OSError as e:
-        raise B.ToolError("cannot read %s: %s" % (path, e.strerror)) from None
-    for i, row in enumerate(rows, start=2):
-        mac = re.sub(r"[:\-]", "", (row.get("mac") or "").strip()).lower()
-        dn = (row.get("device_name") or "").strip()
+        raise B.ToolError("cannot read names CSV %s: %s" % (path, e.strerror)) from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise B.ToolError(
+            "names CSV %s line %d: not UTF-8 text (save it as CSV UTF-8)" % (path, line)
+        ) from None
+    try:
+        rows = [
+            (i, r)
+            for i, r in enumerate(csv.reader(io.StringIO(text, newline="")), 1)
+            if any(c.strip() for c in r)
+        ]
+    except csv.Error as e:
+        raise B.ToolError("names CSV %s: %s" % (path, e)) from None
+    if rows and tuple(c.strip().lower() for c in rows[0][1][:2]) in _NAME_HEADERS:
+        rows = rows[1:]
+    elif rows and not re.fullmatch(r"[0-9a-f]{12}", re.sub(r"[:\-]", "", rows[0][1][0].strip().lower())):
+        raise B.ToolError(
+            "names CSV %s line %d: want the header mac,device_name or a MAC" % (path, rows[0][0])
+        )
+    if not rows:
+        raise B.ToolError("names CSV %s lists no board (columns: mac,device_name)" % path)
+    names = {}
+    for i, row in rows:
+        mac = re.sub(r"[:\-]", "", row[0].strip()).lower()
+        dn = row[1].strip() if len(row) > 1 else ""
         if not re.fullmatch(r"[0-9a-f]{12}", mac):
-            raise B.ToolError("%s line %d: mac must be 12 hex digits (columns: mac,device_name)" % (path, i))
+            raise B.ToolError(
+                "names CSV %s line %d: mac must be 12 hex digits (columns: mac,device_name)" % (path, i)
+            )
         if not config.valid_device_name(dn):
-            raise B.ToolError("%s line %d: device_name %r is not a valid DeviceName" % (path, i, dn))
+            raise B.ToolError(
+                "names CSV %s line %d: device_name %r is not a valid DeviceName" % (path, i, dn)
+            )
         if mac in names or dn in names.values():
-            raise B.ToolError("%s line %d: mac or device_name listed twice" % (path, i))
+            raise B.ToolError("names CSV %s line %d: mac or device_name listed twice" % (path, i))
         names[mac] = dn
     return names
 
@@ -206,11 +245,14 @@ def write_config(board, cfg_bytes):
         raise B.ToolError("config.json read back from the board differs from what was written")
 
 
-def provision_board(board, raw, names=None, force=False):
-    """Provision one board; returns (mac, DeviceName). Raises ToolError."""
+def provision_board(board, raw, names=None, force=False, info=None):
+    """Provision one board; returns (mac, DeviceName). Raises ToolError. info (a dict) gets "mac" and "dn"
+    as soon as they are known, so that a failure can still be recorded with them."""
+    info = {} if info is None else info
     files = board.read_files([B.CRED_PATH])  # one round trip: the MAC and the stored credential
-    mac = board.mac()
+    mac = info["mac"] = board.mac()
     dn, explicit = device_name_for(raw, mac, names)
+    info["dn"] = dn
     raw = dict(raw)
     if explicit:
         raw["device_name"] = dn
@@ -234,25 +276,83 @@ def _now():
 
 
 class Manifest:
-    """The production-line record: one CSV row per board, flushed at once (no secrets in it)."""
+    """The production-line record: one CSV row per board (no secrets in it). Each row goes to the file in
+    one write on an O_APPEND descriptor, then fsync: rows from parallel workers never interleave, and a
+    row is either whole or absent. done: the MACs with an "ok" row, so that a re-run skips them."""
 
-    def __init__(self, path):
+    def __init__(self, path, fields=MANIFEST_FIELDS):
         self.path = Path(path)
-        new = not self.path.exists() or self.path.stat().st_size == 0
-        self.f = self.path.open("a", newline="")
-        self.w = csv.DictWriter(self.f, fieldnames=MANIFEST_FIELDS)
+        self.fields = tuple(fields)
+        self.done = set()
+        self.lock = threading.Lock()
+        check_output_file(self.path, "manifest")
+        new = True
+        if self.path.exists():
+            try:
+                text = self.path.read_text(encoding="utf-8")
+            except OSError as e:
+                raise B.ToolError("cannot read manifest %s: %s" % (self.path, e.strerror)) from None
+            except ValueError:
+                raise B.ToolError(
+                    "manifest %s is not a CSV this tool wrote (not UTF-8)" % self.path
+                ) from None
+            new = not text.strip()
+            if not new:
+                self._load(text)
+        try:
+            self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise B.ToolError("cannot write manifest %s: %s" % (self.path, e.strerror)) from None
         if new:
-            self.w.writeheader()
-            self.f.flush()
+            self._write(self.fields)
+        elif not text.endswith("\n"):
+            os.write(self.fd, b"\n")  # a torn last line stays alone, ignored by the next run
 
-    def add(self, port, mac, dn, result):
-        self.w.writerow(
-            {"port": port, "mac": mac or "", "device_name": dn or "", "result": result, "time": _now()}
-        )
-        self.f.flush()
+    def _load(self, text):
+        rows = list(csv.reader(io.StringIO(text, newline="")))
+        if tuple(rows[0]) != self.fields:
+            raise B.ToolError(
+                "manifest %s has the columns %s, this tool writes %s: give another --manifest"
+                % (self.path, ",".join(rows[0])[:80], ",".join(self.fields))
+            )
+        for row in rows[1:]:
+            if len(row) == len(self.fields):
+                r = dict(zip(self.fields, row, strict=True))
+                if r["result"] == "ok" and r["mac"]:
+                    self.done.add(r["mac"])
+
+    def _write(self, values):
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerow(values)
+        with self.lock:
+            os.write(self.fd, buf.getvalue().encode())
+            os.fsync(self.fd)
+
+    def add(self, port=None, mac=None, dn=None, result=None, **more):
+        """Append one row (port, MAC, DeviceName, result, time, and any more of this manifest's columns)."""
+        row = {"port": port, "mac": mac, "device_name": dn, "result": result, "time": _now(), **more}
+        result = (row["result"] or "").replace("\n", " ")
+        row["result"] = result
+        self._write(["" if row.get(k) is None else str(row[k]) for k in self.fields])
+        if result == "ok" and mac:
+            with self.lock:
+                self.done.add(mac)
 
     def close(self):
-        self.f.close()
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def check_output_file(path, what):
+    """ToolError (one line) unless path can be a file we create or append to."""
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir() or not path.name:
+        raise B.ToolError("%s %s is a folder: give a file name, e.g. %s/line1.csv" % (what, path, path))
+    if not parent.is_dir():
+        why = "is not a folder" if parent.exists() else "does not exist"
+        raise B.ToolError("%s %s: the folder %s %s" % (what, path, parent, why))
 
 
 def wait_for_board(port, seen, wait_s, poll_s=1.0, board_cls=None):
@@ -273,44 +373,57 @@ def wait_for_board(port, seen, wait_s, poll_s=1.0, board_cls=None):
 
 
 def batch(a, raw, names):
-    """Provision boards one after another; a board that fails is recorded and the batch goes on."""
+    """Provision boards one after another; a board that fails is recorded (with its MAC and DeviceName
+    when known) and the batch goes on. Boards the manifest already records as ok are skipped."""
     manifest = Manifest(a.manifest)
-    ok = failed = 0
-    seen = set()
+    ok = failed = skipped = 0
+    seen = set(manifest.done)  # a board is tried once per run: a failed one is not retried in a loop
     t0 = time.monotonic()
     try:
         n = 0
         while True:
+            info = {}
             if a.ports:
                 if n >= len(a.ports):
                     break
                 port = a.ports[n]
                 board = B.Board(port, TOOL)
+                n += 1
+                try:
+                    info["mac"] = board.mac()
+                except B.ToolError as e:
+                    failed += 1
+                    manifest.add(port, None, None, "failed: %s" % e)
+                    B.say(TOOL, "board %d on %s FAILED: %s" % (n, port, e))
+                    continue
+                if info["mac"] in seen:
+                    skipped += 1
+                    why = "already done (manifest)" if info["mac"] in manifest.done else "already tried"
+                    B.say(TOOL, "board %d on %s: mac %s %s: skipped" % (n, port, info["mac"], why))
+                    continue
             else:
                 if a.count and n >= a.count:
                     break
                 port = a.port
-                board, _ = wait_for_board(port, seen, a.wait)
-            n += 1
-            mac = dn = None
+                board, info["mac"] = wait_for_board(port, seen, a.wait)
+                n += 1
+            seen.add(info["mac"])
             try:
-                mac, dn = provision_board(board, raw, names, a.force)
+                provision_board(board, raw, names, a.force, info)
             except B.ToolError as e:
                 failed += 1
-                manifest.add(port, mac, dn, "failed: %s" % e)
+                manifest.add(port, info.get("mac"), info.get("dn"), "failed: %s" % e)
                 B.say(TOOL, "board %d on %s FAILED: %s" % (n, port, e))
             else:
                 ok += 1
-                manifest.add(port, mac, dn, "ok")
-            if mac:
-                seen.add(mac)
+                manifest.add(port, info["mac"], info["dn"], "ok")
     except KeyboardInterrupt:
         B.say(TOOL, "batch stopped by Ctrl-C")
     finally:
         manifest.close()
     print(
-        "batch: %d boards provisioned, %d failed, in %.1f s; manifest %s"
-        % (ok, failed, time.monotonic() - t0, a.manifest)
+        "batch: %d boards provisioned, %d failed, %d already done, in %.1f s; manifest %s"
+        % (ok, failed, skipped, time.monotonic() - t0, a.manifest)
     )
     if failed:
         raise B.ToolError("%d of %d boards failed; see %s" % (failed, ok + failed, a.manifest))
@@ -342,7 +455,9 @@ def parse_args(argv):
     g.add_argument("--wifi-ssid")
     g.add_argument("--wifi-password-file", help="file holding the Wi-Fi password (else $WIFI_PASSWORD)")
     g.add_argument(
-        "--ca", help="path ON THE BOARD of a CA file replacing the built-in roots (deploy --ca copies it)"
+        "--ca",
+        help="path ON THE BOARD of a CA file replacing the built-in roots: %s is where deploy --ca puts it"
+        % B.CA_PATH,
     )
     g.add_argument("--keepalive", type=int)
     g.add_argument("--led-pin", type=int, help="status LED GPIO (default: the board's)")
@@ -376,6 +491,8 @@ def main(argv=None):
     raw = build_raw(a, settings)
     names = read_names(a.names) if a.names else None
     validate(raw)  # fail before touching any board
+    if a.batch:
+        check_output_file(a.manifest, "manifest")
     if a.batch and raw.get("device_name"):
         raise B.ToolError(
             "a batch cannot give every board one device_name: use --names CSV or MAC-derived names"

@@ -8,7 +8,7 @@ mpy-cross bytecode (as a board loads them: tools.devrun.compile_firmware):
   first     a first boot: registration, the credential stored, then the same.
 For each: the smallest -X heapsize (KiB) with which it comes online, and HELD, the heap still allocated once
 online after gc.collect(). The first boot also reports whether first-boot code is still held.
-Used by `make bench` (numbers) and by host_tests/test_ram.py (the ratios as limits).
+Used by `make bench` (the numbers) and by the RAM test (the ratios as limits).
 """
 
 import shutil

@@ -3,32 +3,54 @@
 #   make deploy    BOARD=ESP32_GENERIC PORT=/dev/ttyUSB0 [CA=path/ca.der]
 #   make provision BOARD=ESP32_GENERIC PORT=/dev/ttyUSB0 CONFIG=secrets/product.json
 #   make backup | restore FILE=backups/<pk>.<dn>.<mac>.cred | status   PORT=/dev/ttyUSB0
+#   make line      BOARD=ESP32_GENERIC PORTS='/dev/ttyUSB*' CONFIG=secrets/product.json [NAMES=names.csv]
+#                  [MANIFEST=line1.csv] [FIRMWARE=...bin] [CA=...]   (many boards at once; resumes)
+#   make line-bench                    boards/hour, 8 virtual boards in parallel vs one after another
 # ARGS= passes more options to the tool, e.g. ARGS=--dry-run or ARGS=--force.
 PY ?= .venv/bin/python
 BOARD ?= ESP32_GENERIC
 PORT ?= /dev/ttyUSB0
+PORTS ?=
 FIRMWARE ?=
 CONFIG ?=
 CA ?=
 FILE ?=
+NAMES ?=
+MANIFEST ?= line-manifest.csv
 ARGS ?=
 
-.PHONY: flash deploy provision backup restore status
+# $(call need,VAR,example): one line and a stop when a variable the target needs is empty
+# (`make provision PORT=` would otherwise hand the tool an option without its value).
+need = $(if $(strip $($(1))),,$(error $(1) is empty: give $(1)=$(2)))
+
+.PHONY: flash deploy provision backup restore status line line-bench
 
 flash:
-	$(PY) -m tools.flash --board $(BOARD) --port $(PORT) --firmware "$(FIRMWARE)" $(ARGS)
+	$(PY) -m tools.flash --board "$(BOARD)" --port "$(PORT)" --firmware "$(FIRMWARE)" $(ARGS)
 
 deploy:
+	$(call need,BOARD,ESP32_GENERIC)$(call need,PORT,/dev/ttyUSB0)
 	$(PY) -m tools.deploy --board $(BOARD) --port $(PORT) $(if $(CA),--ca $(CA)) $(ARGS)
 
 provision:
+	$(call need,BOARD,ESP32_GENERIC)$(call need,PORT,/dev/ttyUSB0)
 	$(PY) -m tools.provision --board $(BOARD) --port $(PORT) $(if $(CONFIG),--config $(CONFIG)) $(ARGS)
 
 backup:
+	$(call need,BOARD,ESP32_GENERIC)$(call need,PORT,/dev/ttyUSB0)
 	$(PY) -m tools.cred backup --board $(BOARD) --port $(PORT) $(ARGS)
 
 restore:
+	$(call need,BOARD,ESP32_GENERIC)$(call need,PORT,/dev/ttyUSB0)$(call need,FILE,backups/<pk>.<dn>.<mac>.cred)
 	$(PY) -m tools.cred restore --board $(BOARD) --port $(PORT) "$(FILE)" $(ARGS)
 
 status:
+	$(call need,BOARD,ESP32_GENERIC)$(call need,PORT,/dev/ttyUSB0)
 	$(PY) -m tools.cred status --board $(BOARD) --port $(PORT) $(ARGS)
+
+line:
+	$(call need,BOARD,ESP32_GENERIC)$(call need,PORTS,'/dev/ttyUSB*')$(call need,CONFIG,secrets/product.json)$(call need,MANIFEST,line1.csv)
+	$(PY) -m tools.line --board $(BOARD) --ports $(PORTS) --config $(CONFIG) --manifest $(MANIFEST) $(if $(NAMES),--names $(NAMES)) $(if $(FIRMWARE),--firmware "$(FIRMWARE)") $(if $(CA),--ca $(CA)) $(ARGS)
+
+line-bench:
+	$(PY) -m tools.line --bench 8 $(ARGS)

@@ -1,13 +1,15 @@
 """pytest fixtures for the virtual board (tools/vboard), driven by the real mpremote.
 
 Fixture:
-  vboard   factory: vboard(flash=None, env=None, mac=None, wifi=None, heap=None, pty=False) -> VBoard
-           starts `python -m tools.vboard serve` on a flash directory (a fresh temp dir by default)
-           on an ephemeral loopback port; every board is stopped at teardown.
+  vboard   factory: vboard(flash=None, env=None, mac=None, wifi=None, heap=None, pty=False, chip=None)
+           -> VBoard. Starts `python -m tools.vboard serve` on a flash directory (a fresh temp dir by
+           default) on an ephemeral loopback port; every board is stopped at teardown. chip: the ROM
+           bootloader esptool finds on the URL (esp32, esp32s3, esp32c3; default: serve's, esp32).
 
 VBoard attributes: url ("socket://127.0.0.1:PORT"), pty (None, or "/dev/pts/N" with pty=True: also a
 serial port for mpremote, ~0.3 s faster per mpremote run than socket://), flash (Path),
-console_log (Path: all the board printed), proc (the serve process).
+console_log (Path: all the board printed), proc (the serve process), image (Path: the SPI flash
+contents esptool wrote, `<flash>.img`).
 Methods: mpremote(*args, timeout=60, text=True, port=None) -> CompletedProcess (the venv's mpremote
 with `connect <url>` in front, run in a temp dir; never raises on a non-zero exit; text=True
 translates the board's CRLF to LF), console() -> str,
@@ -36,8 +38,11 @@ def mpremote_exe():
 
 
 class VBoard:
-    def __init__(self, flash, workdir, env=None, mac=None, wifi=None, heap=None, pty=False, start_timeout=20):
+    def __init__(
+        self, flash, workdir, env=None, mac=None, wifi=None, heap=None, pty=False, chip=None, start_timeout=20
+    ):
         self.flash = Path(flash)
+        self.image = self.flash.resolve().with_name(self.flash.name + ".img")
         self.console_log = Path(workdir) / "console.log"
         self._stderr_path = Path(workdir) / "serve.stderr"
         argv = [sys.executable, "-m", "tools.vboard", "serve", "--flash", str(self.flash), "--port", "0"]
@@ -52,6 +57,8 @@ class VBoard:
             argv += ["--heap", heap]
         if pty:
             argv += ["--pty"]
+        if chip:
+            argv += ["--chip", chip]
         self._stderr = open(self._stderr_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=self._stderr, text=True)
         self.url = self._ready_line(start_timeout, _READY)
@@ -109,12 +116,12 @@ class VBoard:
 def vboard(tmp_path_factory):
     boards = []
 
-    def factory(flash=None, env=None, mac=None, wifi=None, heap=None, pty=False):
+    def factory(flash=None, env=None, mac=None, wifi=None, heap=None, pty=False, chip=None):
         workdir = tmp_path_factory.mktemp("vboard")
         if flash is None:
             flash = workdir / "flash"
             flash.mkdir()
-        b = VBoard(flash, workdir, env=env, mac=mac, wifi=wifi, heap=heap, pty=pty)
+        b = VBoard(flash, workdir, env=env, mac=mac, wifi=wifi, heap=heap, pty=pty, chip=chip)
         boards.append(b)
         return b
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from tools.vboard.board import BoardConfig, find_micropython
 from tools.vboard.bootrun import UNTIL_CHOICES, boot_async
+from tools.vboard.rom import CHIPS
 from tools.vboard.server import SerialServer
 
 _MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
@@ -19,12 +20,33 @@ class UsageError(Exception):
     pass
 
 
+class _Parser(argparse.ArgumentParser):
+    """No abbreviated options (a prefix must not silently pick one), one line on a usage error, and no
+    value of an unknown option in it (--wifi carries a password)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
+    def parse_args(self, args=None, namespace=None):
+        a, extra = self.parse_known_args(args, namespace)
+        if extra:
+            names = [x.split("=", 1)[0] for x in extra if re.fullmatch(r"--?[A-Za-z][\w-]*(=.*)?", x, re.S)]
+            self.error("unrecognized option(s) %s (values not shown)" % " ".join(names) if names
+                       else "unexpected argument(s) (not shown)")  # fmt: skip
+        return a
+
+    def error(self, message):
+        print("vboard: error: %s (see --help)" % message, file=sys.stderr)
+        sys.exit(2)
+
+
 def _env_pairs(items):
     env = {}
     for item in items or ():
         k, sep, v = item.partition("=")
         if not sep or not k:
-            raise UsageError("--env wants K=V, got %r" % item)
+            raise UsageError("--env wants K=V (value not shown)")
         env[k] = v
     return env
 
@@ -55,7 +77,12 @@ def _board_args(p):
 
 
 async def _serve(a, cfg):
-    srv = SerialServer(cfg, host="127.0.0.1", port=a.port, console_log=a.console_log, pty=a.pty)
+    chip = None if a.chip == "none" else a.chip
+    try:
+        srv = SerialServer(cfg, host="127.0.0.1", port=a.port, console_log=a.console_log, pty=a.pty,
+                           chip=chip, image=a.image)  # fmt: skip
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     await srv.start()
     print("vboard listening on %s" % srv.url, flush=True)
     if srv.pty_path:
@@ -96,13 +123,21 @@ async def _boot(a, cfg):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m tools.vboard", description=__doc__)
-    sub = ap.add_subparsers(dest="cmd", required=True)
+    ap = _Parser(prog="python -m tools.vboard", description=__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
     s = sub.add_parser("serve", help="expose the board as a serial port for mpremote (socket:// URL)")
     _board_args(s)
     s.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (0 = pick a free one)")
     s.add_argument("--console-log", help="append everything the board prints to this file")
     s.add_argument("--pty", action="store_true", help="also a pty, for `mpremote connect /dev/pts/N repl`")
+    s.add_argument(
+        "--chip",
+        choices=(*CHIPS, "none"),
+        default="esp32",
+        help="chip of the ROM bootloader that answers esptool on the socket:// URL (default %(default)s; "
+        "none: esptool gets the REPL)",
+    )
+    s.add_argument("--image", help="file of the board's SPI flash contents (default: <flash dir>.img)")
     b = sub.add_parser("boot", help="power on once (boot.py, main.py) and wait for a firmware state")
     _board_args(b)
     b.add_argument("--until", default="online", choices=UNTIL_CHOICES, help="state to wait for")

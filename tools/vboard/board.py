@@ -99,13 +99,16 @@ class Board:
         return self._proc.pid if self._proc else None
 
     async def start(self):
+        """Power on (again, after stop()): boot.py, main.py, the REPL."""
         if self._task:
             raise RuntimeError("board already started")
+        self._stopping = False
         self._task = asyncio.create_task(self._lifecycle())
 
     async def stop(self):
         """Power off: kill the interpreter and wait for it; nothing keeps running."""
         self._stopping = True
+        self._inbuf.clear()  # what sat in the UART is gone with the power
         self._kill()
         if self._task:
             try:

@@ -80,21 +80,25 @@ def _repl_print(obj):
 
 
 def _exc_text(e):
-    buf = io.StringIO()
+    # Bytes: an exception can quote serial input that is not UTF-8 (a SyntaxError's source line).
+    buf = io.BytesIO()
     sys.print_exception(e, buf)
     # The frames of this driver are not the user's: a board's traceback starts at <stdin>/main.py.
-    lines = [ln for ln in buf.getvalue().split("\n") if _DRIVER_FILE not in ln]
-    return "\n".join(lines)
+    drv = _DRIVER_FILE.encode()
+    return b"\n".join([ln for ln in buf.getvalue().split(b"\n") if drv not in ln])
 
 
 def _print_exc(e):
-    _wc(_exc_text(e))
+    _w(_exc_text(e).replace(b"\n", b"\r\n"))
 
 
 def _summary(e):
-    for ln in reversed(_exc_text(e).split("\n")):
+    for ln in reversed(_exc_text(e).split(b"\n")):
         if ln.strip():
-            return ln.strip()
+            try:
+                return ln.strip().decode()
+            except UnicodeError:
+                break
     return type(e).__name__
 
 
@@ -306,7 +310,11 @@ def _raw_repl():
 
 
 def _readline(prompt):
-    """Friendly-REPL line input with echo; return (ctrl_char or 0, text)."""
+    """Friendly-REPL line input with echo; return (ctrl_char or 0, the line's bytes).
+
+    Bytes, not str: serial input need not be UTF-8 (noise, a wrong baud rate, a binary tool), and
+    decoding it here would kill the REPL. The compiler reports what is not source, as on a board.
+    """
     _w(prompt)
     line = bytearray()
     last = 0
@@ -315,14 +323,14 @@ def _readline(prompt):
         prev, last = last, c
         if c == 13 or (c == 10 and prev != 13):
             _w(b"\r\n")
-            return 0, bytes(line).decode()
+            return 0, bytes(line)
         if c == 10:
             continue
         if c == 3:
-            return 3, ""
+            return 3, b""
         if c in (1, 2, 4, 5):
             if not line:
-                return c, ""
+                return c, b""
             continue
         if c in (8, 127):
             if line:
@@ -342,16 +350,16 @@ def _readline(prompt):
 def _needs_more(src):
     """Approximation of mp_repl_continue_with_input()."""
     depth = 0
-    for ch in src:
-        if ch in "([{":
+    for ch in src:  # bytes: ch is an int
+        if ch in b"([{":
             depth += 1
-        elif ch in ")]}":
+        elif ch in b")]}":
             depth -= 1
-    if depth > 0 or src.count('"""') % 2 or src.count("'''") % 2 or src.endswith("\\"):
+    if depth > 0 or src.count(b'"""') % 2 or src.count(b"'''") % 2 or src.endswith(b"\\"):
         return True
-    first = src.split("\n", 1)[0].rstrip()
-    if first.endswith(":") or first.startswith("@"):
-        return not src.endswith("\n")
+    first = src.split(b"\n", 1)[0].rstrip()
+    if first.endswith(b":") or first.startswith(b"@"):
+        return not src.endswith(b"\n")
     return False
 
 
@@ -422,7 +430,7 @@ def _friendly_repl():
                 break
             if ctrl == 4:
                 break
-            text += "\n" + more
+            text += b"\n" + more
         if not cancelled:
             _friendly_exec(text, "single")
 
@@ -440,7 +448,7 @@ def _input(prompt=""):
         raise KeyboardInterrupt()
     if ctrl == 4:
         raise EOFError()
-    return text
+    return text.decode()  # UnicodeError for non-UTF-8 input reaches user code, as on a board
 
 
 class _FlashFS:

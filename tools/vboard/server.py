@@ -6,6 +6,10 @@ prints then is lost, as on a UART with nothing attached, unless a console log fi
 
 The pty (--pty) is for `mpremote connect /dev/pts/N repl`: mpremote's interactive repl needs a serial
 object with a file descriptor, which pyserial's socket:// has not.
+
+A TCP client whose first byte opens a SLIP frame (0xC0) is esptool: that connection is the board in
+download mode (tools/vboard/rom.py). MicroPython is powered off for it and powered on again when
+esptool disconnects, on whatever the flash directory then holds.
 """
 
 import asyncio
@@ -14,6 +18,7 @@ import os
 import socket
 import tty
 
+from tools.vboard import rom
 from tools.vboard.board import Board, BoardConfig, _debug
 
 
@@ -27,8 +32,15 @@ def _quickack(sock):
 
 
 class SerialServer:
-    def __init__(self, cfg: BoardConfig, host="127.0.0.1", port=0, console_log=None, pty=False):
+    def __init__(self, cfg: BoardConfig, host="127.0.0.1", port=0, console_log=None, pty=False, chip=None,
+                 image=None):  # fmt: skip
         self.cfg = cfg
+        # chip: the ROM bootloader answered on socket:// (None: esptool gets the REPL, as on a board
+        # that is not in download mode). image: its SPI flash file (default: rom.image_path).
+        self.rom = rom.Rom(chip, cfg.flash, image) if chip else None
+        self._rom_lock = asyncio.Lock()
+        self._download = None  # the client in download mode: no console output goes to it
+        self._closing = False
         self.host = host
         self.port = port
         self.console_log = console_log
@@ -74,6 +86,9 @@ class SerialServer:
             self.board.feed(data)
 
     async def stop(self):
+        self._closing = True
+        if self.rom:
+            self.rom.stop()
         if self._server:
             self._server.close()
         if self._client:
@@ -91,10 +106,16 @@ class SerialServer:
                 os.close(fd)
             self._pty_fds = None
 
+    def _note(self, text):
+        # Board events for the console log only: the serial client may be esptool, which wants SLIP.
+        _debug(text)
+        if self._log:
+            self._log.write(b"\r\nvboard: %s\r\n" % text.encode())
+
     def _output(self, data):
         if self._log:
             self._log.write(data)
-        if self._client and not self._client.is_closing():
+        if self._client and self._client is not self._download and not self._client.is_closing():
             self._client.write(data)
         if self._pty_fds:
             # Nobody reading the pty: its buffer fills and the rest is lost, like an unplugged UART.
@@ -112,14 +133,16 @@ class SerialServer:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         _quickack(sock)
         try:
-            while True:
-                data = await reader.read(65536)
-                if not data:
-                    break
+            data = await reader.read(65536)
+            if self.rom and rom.is_rom_traffic(data) and self._client is writer:
+                await self._download_mode(reader, writer, data)
+                return
+            while data:
                 _quickack(sock)
                 if self._client is not writer:
                     break  # replaced by a newer client
                 self.board.feed(data)
+                data = await reader.read(65536)
         except (ConnectionError, OSError):
             pass
         finally:
@@ -127,3 +150,50 @@ class SerialServer:
             if self._client is writer:
                 self._client = None
             writer.close()
+
+    async def _download_mode(self, reader, writer, first):
+        """One esptool session on the ROM bootloader, with MicroPython powered off meanwhile."""
+        async with self._rom_lock:
+            loop = asyncio.get_running_loop()
+            self._download = writer
+            await self.board.stop()
+            self._note("download mode: ROM bootloader (%s) on the serial port" % self.rom.chip)
+
+            def send(data):
+                loop.call_soon_threadsafe(_write_open, writer, data)
+
+            link = rom.RomLink(send)
+            link.feed(first)
+            worker = loop.run_in_executor(None, self.rom.serve, link)
+            pump = asyncio.ensure_future(_pump(reader, link, writer.get_extra_info("socket")))
+            try:
+                note = await worker
+            finally:
+                writer.close()  # the worker ended first: the session is over for the client too
+                await pump
+                if self._download is writer:
+                    self._download = None
+            if self._closing:
+                return
+            self._note("download mode ended: %s; power-on" % note)
+            await self.board.start()
+
+
+def _write_open(writer, data):
+    if not writer.is_closing():
+        writer.write(data)
+
+
+async def _pump(reader, link, sock):
+    """Serial input of a download-mode client to the ROM worker, then its end."""
+    try:
+        while True:
+            data = await reader.read(65536)
+            if not data:
+                break
+            _quickack(sock)
+            link.feed(data)
+    except (ConnectionError, OSError):
+        pass
+    finally:
+        link.eof()

@@ -1,0 +1,148 @@
+"""tools/line.py: the production line over many ports at once. 8 virtual boards against the emulator,
+one of which cannot register: 7 ok rows and 1 failed row with its MAC, DeviceName and reason; a re-run
+completes only that one. Plus the pieces: ports from globs and files, the progress lines."""
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tools import board as B
+from tools import line as L
+
+PK = "a1LineTest"
+PS = "LineProductSecret0123"
+WIFI = ("line-net", "LineWifiPassw0rd")
+_CONFIG, _, _ = B.firmware_modules()
+
+
+def run_line(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "tools.line", "--board", "VIRTUAL", *map(str, args)],
+        cwd=B.REPO, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_eight_boards_in_parallel_one_fails_and_a_rerun_completes_only_it(
+    vboard, emulator, tmp_path, secret_guard, record_property
+):
+    macs = ["24:0a:c4:1e:00:%02x" % i for i in range(1, 9)]
+    dns = [_CONFIG.device_name_from_mac(bytes.fromhex(m.replace(":", ""))) for m in macs]
+    bad = 5  # its device is not added in the console (emulator): registration is refused
+    emu = emulator(products={PK: PS}, devices=["%s/%s" % (PK, dn) for i, dn in enumerate(dns) if i != bad])
+    secret_guard.secret(PS, WIFI[1])
+    boards = [vboard(mac=m, wifi="%s:%s" % WIFI) for m in macs]
+    cfg = tmp_path / "product.json"
+    cfg.write_text(json.dumps({"product_key": PK, "product_secret": PS, "host": emu.host, "port": emu.port,
+                               "wifi_ssid": WIFI[0], "wifi_password": WIFI[1]}))  # fmt: skip
+    os.chmod(cfg, 0o600)
+    manifest, backups = tmp_path / "line1.csv", tmp_path / "backups"
+    args = ("--ports", *[b.url for b in boards], "--config", cfg, "--ca", emu.ca_der,
+            "--manifest", manifest, "--backups", backups)  # fmt: skip
+
+    t0 = time.monotonic()
+    p = run_line(*args)
+    elapsed = time.monotonic() - t0
+    secret_guard.output(p.stdout, p.stderr, manifest.read_text(), emu.log())
+    assert p.returncode == 1, p.stderr
+    assert p.stdout.startswith("line: 7 ok, 1 failed, 0 already done, of 8 ports")
+    assert p.stderr.strip().splitlines()[-1] == "line: error: 1 of 8 boards failed; see %s" % manifest
+    rows = list(csv.DictReader(manifest.open()))
+    assert len(rows) == 8 and tuple(rows[0]) == L.FIELDS
+    by_mac = {r["mac"]: r for r in rows}
+    assert sorted(by_mac) == sorted(m.replace(":", "") for m in macs)
+    failed = by_mac[macs[bad].replace(":", "")]
+    assert failed["device_name"] == dns[bad] and failed["port"] == boards[bad].url
+    assert failed["stage"] == "boot" and failed["result"].startswith(
+        "failed: boot: fatal Refused code=connack"
+    )
+    for i, m in enumerate(macs):
+        r = by_mac[m.replace(":", "")]
+        if i != bad:
+            assert (r["result"], r["device_name"], r["port"]) == ("ok", dns[i], boards[i].url)
+            assert r["backup"].endswith("%s.%s.%s.cred" % (PK, dns[i], m.replace(":", "")))
+            assert emu.device(PK, dns[i])["activated"]
+            stored = (boards[i].flash / B.CRED_PATH).read_bytes()
+            assert (backups / os.path.basename(r["backup"])).read_bytes() == stored
+    assert not (boards[bad].flash / B.CRED_PATH).exists()
+    # one progress line per port (stderr is not a terminal here: each change is its own line)
+    for i, b in enumerate(boards):
+        assert "line: [%d/8] %s" % (i + 1, b.url) in p.stderr
+    record_property(
+        "measure",
+        "line: 8 virtual boards in parallel: %.1f s, %.0f boards/hour" % (elapsed, 7 * 3600 / elapsed),
+    )
+
+    emu.add_device(PK, dns[bad])  # the operator adds the device in the console; the line runs again
+    p = run_line(*args)
+    secret_guard.output(p.stdout, p.stderr, manifest.read_text())
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith("line: 1 ok, 0 failed, 7 already done, of 8 ports")
+    rows = list(csv.DictReader(manifest.open()))
+    assert len(rows) == 9
+    assert (rows[-1]["mac"], rows[-1]["device_name"], rows[-1]["result"]) == (
+        macs[bad].replace(":", ""), dns[bad], "ok")  # fmt: skip
+    assert emu.device(PK, dns[bad])["registrations"] == 1
+    assert all(emu.device(PK, dn)["registrations"] == 1 for dn in dns)  # nobody registered twice
+
+
+def test_ports_from_globs_and_a_file(tmp_path):
+    for n in ("ttyUSB0", "ttyUSB1", "ttyACM0"):
+        (tmp_path / n).write_text("")
+    f = tmp_path / "ports.txt"
+    f.write_text("# station 1\nsocket://127.0.0.1:7001\n\n%s/ttyACM*  # the S3\n" % tmp_path)
+    got = L.expand_ports([str(tmp_path / "ttyUSB*")], f)
+    assert got == [str(tmp_path / "ttyUSB0"), str(tmp_path / "ttyUSB1"), "socket://127.0.0.1:7001",
+                   str(tmp_path / "ttyACM0")]  # fmt: skip
+    with pytest.raises(B.ToolError, match="no port matches"):
+        L.expand_ports([str(tmp_path / "ttyXYZ*")])
+    with pytest.raises(B.ToolError, match="listed twice"):
+        L.expand_ports(["a", "a"])
+    with pytest.raises(B.ToolError, match="cannot read ports file"):
+        L.expand_ports([], tmp_path / "none.txt")
+
+
+def test_progress_is_one_line_per_port():
+    out = io.StringIO()
+    pr = L.Progress(["socket://a", "b"], stream=out)
+    pr.set(0, "deploy")
+    pr.set(0, "deploy")  # unchanged: not printed again
+    pr.set(1, "provision\nsecond line")
+    assert out.getvalue().splitlines() == [
+        "line: [1/2] socket://a deploy",
+        "line: [2/2] b          provision second line",
+    ]
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    tty = Tty()
+    pr = L.Progress(["a", "b"], stream=tty)
+    pr.set(0, "x")
+    pr.set(1, "y")
+    # redrawn in place: the cursor goes back up over the 2 lines before the second drawing
+    assert tty.getvalue().count("\x1b[2F") == 1 and tty.getvalue().endswith(
+        "\x1b[2Ka y\n".replace("a y", "[2/2] b y")
+    )
+
+
+def test_line_errors_are_one_line_before_any_board(tmp_path):
+    cfg = tmp_path / "p.json"
+    cfg.write_text(json.dumps({"product_key": PK, "product_secret": PS}))
+    os.chmod(cfg, 0o600)
+    for extra, why in (
+        (("--manifest", tmp_path / "no" / "m.csv"), "does not exist"),
+        (("--manifest", tmp_path), "is a folder"),
+        (("--backups", cfg), "is a file"),
+        (("--firmware", tmp_path / "none.bin"), "firmware image"),
+    ):
+        p = run_line("--ports", "socket://127.0.0.1:9", "--config", cfg, *extra)
+        assert p.returncode == 1 and len(p.stderr.strip().splitlines()) == 1, p.stderr
+        assert why in p.stderr and PS not in p.stderr + p.stdout
