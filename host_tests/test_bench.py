@@ -28,5 +28,9 @@ def test_bench_short_pass_produces_every_figure(tmp_path):
     assert set(res["mpy_bytes"]) == {"xtensawin", "rv32imc"}
     assert 8 < res["min_heap_kib"] < 256
     assert res["peak_heap_bytes"] > 0
+    ram = res["ram"]
+    assert ram["baseline_kib"] < ram["normal_kib"] <= ram["first_kib"] + 8
+    assert ram["first_boot_code_held"] == []
+    assert ram["mpy_normal_boot"] < ram["mpy_package"]
     assert (tmp_path / "bench.png").stat().st_size > 0
-    assert "floor" in r.stdout and "smallest -X heapsize" in r.stdout
+    assert "floor" in r.stdout and "smallest -X heapsize" in r.stdout and "normal boot" in r.stdout

@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from aliyun_iot import config as fw_config  # the firmware (pyproject's pytest pythonpath)
+from aliyun_iot import config as fw_config
 from aliyun_iot import store
+from aliyun_iot.errors import ConfigError  # the firmware (pyproject's pytest pythonpath)
 from host_tests.plugins.firmware import board_flash, boot
 from host_tests.plugins.runtimes import assert_device_ok, device_script, micropython_exe, run_script
 from tools.emulator.process import EmulatorProcess
@@ -266,24 +267,17 @@ def _config_cases():
     cases = []
     for key in ("product_key", "product_secret"):
         cases.append(("missing-" + key, {k: v for k, v in good.items() if k != key}, key))
-    wrong_type = {"str": 5, "int": "5", "bool": 1}
-    for key, typ, _req, _default in fw_config._SCHEMA:
+    wrong_type = {"s": 5, "i": "5", "b": 1}
+    for key, (typ, _default) in fw_config.SPEC.items():
         cases.append(("type-" + key, dict(good, **{key: wrong_type[typ]}), key))
     out_of_range = {
-        "product_key": "a1/bad",
-        "product_secret": "has space",
+        "product_key": "",
+        "product_secret": "",
         "device_name": "abc",
-        "region": "x",
-        "instance_id": "bad id!",
-        "host": "bad host",
         "port": 65536,
-        "auth_host": "bad_host!",
         "auth_port": 0,
         "mode": "mqtt",
         "sign_method": "hmacsha512",
-        "wifi_ssid": "s" * 33,
-        "wifi_password": "p" * 65,
-        "ca": "c" * 65,
         "keepalive": 29,
         "led_pin": 49,
         "timeout": 0,
@@ -297,16 +291,53 @@ def _config_cases():
         cases.append(("range-" + key, dict(good, **{key: value}), key))
     cases.append(("range-keepalive-high", dict(good, keepalive=1201), "keepalive"))
     cases.append(("range-wdt-under-6-timeouts", dict(good, timeout=20, wdt_s=119), "wdt_s"))
+    cases.append(("range-device-name-chars", dict(good, device_name="bad name!"), "device_name"))
     cases.append(("unknown-key", dict(good, product_secert="x"), "product_secert"))
     return [{"name": n, "config": c, "key": k} for n, c, k in cases]
 
 
+# What only the host checks (tools/config_schema.py, run by provision on top of the firmware's check):
+# character sets and lengths the platform or the network refuse later. The board does not spend RAM on them.
+HOST_ONLY = {
+    "product_key": "a1/bad",
+    "product_secret": "has space",
+    "region": "x",
+    "instance_id": "bad id!",
+    "host": "bad host",
+    "auth_host": "bad_host!",
+    "wifi_ssid": "s" * 33,
+    "wifi_password": "p" * 65,
+    "ca": "c" * 65,
+}
+
+
+def test_host_check_adds_what_the_platform_refuses():
+    from tools import config_schema
+
+    good = {"product_key": PK, "product_secret": PS}
+    for key, value in {**HOST_ONLY, "region": "cn-beijing"}.items():
+        raw = dict(good, **{key: value})
+        if key == "region":
+            raw["mode"] = "regnwl"  # regnwl is offered in cn-shanghai only
+        fw_config.validate(raw)  # the device lets it through...
+        with pytest.raises(ConfigError) as e:
+            config_schema.validate(raw)  # ...the host does not, and names the key
+        assert key in e.value.msg
+    # every string key is checked somewhere beyond its type
+    strings = {k for k, (t, _d) in fw_config.SPEC.items() if t == "s"}
+    assert strings <= set(HOST_ONLY) | {"device_name", "mode", "sign_method"}
+    assert config_schema.validate(good)["mode"] == "register"
+
+
 def test_bad_config_refused_before_the_network(tmp_path, runtime):
     cases = _config_cases()
-    bools = {k for k, t, _r, _d in fw_config._SCHEMA if t == "bool"}
-    # Every key is checked for type; every non-bool key for range too.
-    assert {c["key"] for c in cases if c["name"].startswith("type-")} == set(fw_config.KEYS)
-    assert {c["key"] for c in cases if c["name"].startswith("range-")} == set(fw_config.KEYS) - bools
+    bools = {k for k, (t, _d) in fw_config.SPEC.items() if t == "b"}
+    # Every key is checked for type on the device; every key with a device rule for that rule too.
+    assert {c["key"] for c in cases if c["name"].startswith("type-")} == set(fw_config.SPEC)
+    device_rules = set(fw_config.RANGES) | set(fw_config.CHOICES) | {"device_name", "wdt_s"}
+    device_rules |= {"product_key", "product_secret"}
+    ranged = {c["key"] for c in cases if c["name"].startswith("range-")}
+    assert ranged == device_rules and not ranged & bools
     path = tmp_path / "cases.json"
     path.write_text(json.dumps(cases))
     oks = assert_device_ok(run_script(runtime, device_script("config_faults.py"), args=[path]))

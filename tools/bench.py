@@ -2,8 +2,10 @@
 (aliyun-iot-linkkit 1.2.13), both against the local emulator through the delay proxy at several round-trip
 times. Per stage (registered and persisted; connected with the secret; first property post acknowledged):
 the wall time, that time in round trips, and the floor (per connection: TCP 1 + TLS 1.2 2 + CONNECT 1 round
-trips; a post and its reply: 1). Also: the package's .mpy size per architecture, the smallest -X heapsize with
-which a whole first boot succeeds, and the peak GC heap during it.
+trips; a post and its reply: 1). Also: the package's .mpy size per architecture, the peak GC heap during a
+first boot, and RAM next to a bare umqtt.simple TLS connection (tools/ram.py): the smallest -X heapsize of
+the baseline, a normal boot and a first boot with their ratios, the heap held once online, and the .mpy a
+normal boot imports.
 
 Writes bench/results/bench.json and bench/results/bench.png and prints a table. Secrets never leave the
 emulator's state directory: the SDK and the firmware print lengths and fingerprints only.
@@ -19,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tools import deploy
+from tools import deploy, ram
 from tools.board import load_board
 from tools.devrun import board_flash, boot, compile_firmware
 from tools.emulator.process import EmulatorProcess
@@ -122,18 +124,6 @@ class Bench:
         st = out["stages_ms"]
         return {"registered": st["register"], "connected": st["connect"], "acked": st["post"]}
 
-    def smallest_heap(self, port):
-        """Binary search, in KiB, for the smallest -X heapsize that completes a whole first boot."""
-        lo, hi = 8, 256
-        if self.firmware(port, "%dK" % hi)[0] is None:
-            return None
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            ok = self.firmware(port, "%dK" % mid)[0] is not None
-            _say("heapsize %d KiB: %s" % (mid, "ok" if ok else "fails"))
-            lo, hi = (lo, mid) if ok else (mid, hi)
-        return hi
-
 
 def mpy_sizes():
     sizes = {}
@@ -178,6 +168,8 @@ def table(results):
     lines.append(".mpy size: " + ", ".join("%s %d B" % kv for kv in sorted(results["mpy_bytes"].items())))
     lines.append("smallest -X heapsize for a whole first boot: %s KiB" % results["min_heap_kib"])
     lines.append("peak GC heap during a first boot: %s B" % results["peak_heap_bytes"])
+    lines.append("")
+    lines.append(ram.table(results["ram"]))
     return "\n".join(lines)
 
 
@@ -246,12 +238,13 @@ def main(argv=None):
                         row = {"rtt_ms": rtt, "client": client, "runs": runs}
                         row.update({s: _median(runs, s) for s in STAGES})
                         results["rows"].append(row)
-            _say("searching the smallest heap for a whole first boot")
-            results["min_heap_kib"] = b.smallest_heap(b.emu.port)
             peaks = [b.firmware(b.emu.port)[1] for _ in range(3)]
             results["peak_heap_bytes"] = max(p for p in peaks if p is not None) if any(peaks) else None
         finally:
             b.emu.stop()
+        _say("RAM: the smallest heaps of a bare umqtt TLS baseline, a normal boot and a first boot")
+        results["ram"] = ram.figures(Path(work) / "ram")
+        results["min_heap_kib"] = results["ram"]["first_kib"]
     _say("compiling the package with mpy-cross")
     results["mpy_bytes"] = mpy_sizes()
     results["when"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -136,14 +136,21 @@ def fingerprint(secret):
 # ---------------------------------------------------------------- firmware modules
 
 
-def firmware_modules():
-    """(config, store, errors) from firmware/aliyun_iot: the very code the board runs, on CPython."""
+def firmware_path():
+    """Put firmware/ on sys.path: the host tools run the very code the board runs."""
     fw = str(FIRMWARE)
     if fw not in sys.path:
         sys.path.insert(0, fw)
-    from aliyun_iot import config, errors, store
 
-    return config, store, errors
+
+def firmware_modules():
+    """(config, store, errors): the firmware's store and errors, and its config check with the host's on
+    top (tools.config_schema: validate, valid_device_name, device_name_from_mac, KEYS)."""
+    firmware_path()
+    from aliyun_iot import errors, store
+    from tools import config_schema
+
+    return config_schema, store, errors
 
 
 # ---------------------------------------------------------------- board settings

@@ -1,5 +1,8 @@
 # One small exception hierarchy. Every error carries a short code and says
 # whether trying again can help: callers never retry what cannot succeed.
+# Messages stay short on the device; what a code means and what to do is in
+# aliyun_iot/explain.py (imported only when a failure is reported) and the
+# README's troubleshooting table.
 
 
 class IotError(Exception):
@@ -9,7 +12,7 @@ class IotError(Exception):
     def __init__(self, msg, code=None, retry=None):
         super().__init__(msg)
         self.msg = msg
-        if code is not None:
+        if code:
             self.code = code
         if retry is not None:
             self.retry = retry
@@ -34,8 +37,7 @@ class TlsError(IotError):
 
 
 class BadReply(IotError):
-    # The platform's answer broke the protocol. A later attempt is a fresh
-    # registration, so a retry may help; the attempt budget bounds it.
+    # The platform's answer broke the protocol; the next attempt is a fresh one.
     code = "bad_reply"
     retry = True
 
@@ -44,21 +46,7 @@ class StorageError(IotError):
     code = "storage"
 
 
-_CAUSES = {
-    1: "protocol version refused",
-    2: "identifier rejected: bad clientId parameters, or registration tried over plain TCP",
-    3: "server unavailable (overloaded or rate-limited); retrying later",
-    4: "bad username or password: wrong ProductSecret, device not added in the console, dynamic registration"
-    " disabled for the product, or device already activated (reset it with ResetThing in the console)",
-    5: "not authorised",
-}
-
-
 class Refused(IotError):
     def __init__(self, rc, what="connection"):
-        super().__init__(
-            "%s refused, CONNACK %d: %s" % (what, rc, _CAUSES.get(rc, "unknown code")),
-            "connack%d" % rc,
-            rc == 3,
-        )
+        super().__init__("%s refused, CONNACK %d" % (what, rc), "connack%d" % rc, rc == 3)
         self.rc = rc

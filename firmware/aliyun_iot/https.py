@@ -4,8 +4,11 @@
 import json
 import socket
 
-from aliyun_iot import creds, netio, tls
+from aliyun_iot import creds, tls
+from aliyun_iot.dial import nodelay
 from aliyun_iot.errors import BadReply, IotError, NetworkError
+from aliyun_iot.mqtt import Deadline
+from aliyun_iot.neterr import classify
 from aliyun_iot.register import check_reply
 
 _MAX_RESPONSE = 2048
@@ -25,10 +28,10 @@ def _post(cfg, host, port, body):
     sock = None
     try:
         raw.settimeout(cfg["timeout"])
-        netio.nodelay(raw, socket)
+        nodelay(raw, socket)
         raw.connect(addr)
-        sock = netio.Deadline(
-            tls.context(tls.roots(cfg)).wrap_socket(raw, server_hostname=host),
+        sock = Deadline(
+            tls.for_host(cfg, host)[0].wrap_socket(raw, server_hostname=host),
             cfg["timeout"] * 1000,
             _MAX_RESPONSE,
             raw,
@@ -40,7 +43,7 @@ def _post(cfg, host, port, body):
         sock.write(head.encode() + body)
         return _read_response(sock)
     except Exception as e:
-        err = netio.classify(e, "HTTPS registration at %s:%d" % (host, port))
+        err = classify(e, "HTTPS registration at %s:%d" % (host, port))
         if err is None:
             raise
         raise err

@@ -2,15 +2,19 @@
 # do not subscribe, wait with a deadline for the one PUBLISH on /ext/register
 # (or /ext/regnwl), validate it, DISCONNECT. Never reconnect inside an
 # attempt: each reconnect is a new registration that voids the secret just
-# issued. Imported only on a boot that has no stored credential.
+# issued. Imported only on a boot that has no stored credential, and dropped
+# once the credential is stored.
 import json
 import time
 
-from aliyun_iot import creds
-from aliyun_iot.errors import BadReply, Timeout
-from aliyun_iot.mqtt import _PUBLISH, Link
+from micropython import const
 
-_MAX_REPLY = 512
+from aliyun_iot import creds, wdt
+from aliyun_iot.dial import dial
+from aliyun_iot.errors import BadReply, IotError, Timeout
+
+_PUBLISH = const(0x30)
+_MAX_REPLY = const(512)
 _TOPICS = (b"/ext/register", b"/ext/regnwl")
 
 
@@ -55,7 +59,7 @@ def register_once(cfg, dn):
         pk, cfg["product_secret"], dn, cfg["sign_method"], creds.fresh_random(), mode, cfg["instance_id"]
     )
     # A keepalive the platform accepts on any login, though this session lasts seconds.
-    link = Link(cfg, login, True, cfg["keepalive"], _MAX_REPLY + 64, "registration")
+    link = dial(cfg, login, True, cfg["keepalive"], _MAX_REPLY + 64, "registration")
     try:
         limit = cfg["timeout"] * 1000
         t0 = time.ticks_ms()
@@ -76,3 +80,39 @@ def register_once(cfg, dn):
             return parse_reply(payload, pk, dn, mode)
     finally:
         link.close()
+
+
+def obtain(cfg, dn, path, log, state):
+    """Register (retrying what a retry can fix, with capped backoff and jitter; stopping at once on
+    anything else), store the credential, and return it."""
+    if cfg["mode"] == "https":
+        from aliyun_iot.https import register_once as once
+    else:
+        once = register_once
+    attempt = 0
+    while True:
+        attempt += 1
+        log("registering %s/%s mode=%s attempt %d/%d" % (cfg["product_key"], dn, cfg["mode"], attempt,
+                                                        cfg["attempts"]))
+        try:
+            cred = once(cfg, dn)
+            break
+        except IotError as e:
+            if not e.retry or attempt >= cfg["attempts"]:
+                raise
+            d = wdt.backoff_ms(attempt - 1, cfg["backoff_ms"])
+            log("attempt %d failed: %s (%s); retrying in %d ms" % (attempt, e.msg, e.code, d))
+            wdt.sleep_ms(d)
+    from aliyun_iot import store
+
+    store.save(cred, path)
+    state("stored")
+    import hashlib
+    from binascii import hexlify
+
+    secret = cred.get("ds") or cred.get("tok")
+    # The first 4 hex digits of its SHA-256: enough to tell two apart, useless to an attacker.
+    fp = hexlify(hashlib.sha256(secret.encode()).digest())[:4].decode()
+    log("credential %s stored: %d chars, sha256 %s..." % (cred["kind"], len(secret), fp))
+    state("registered")
+    return cred

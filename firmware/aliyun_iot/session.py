@@ -8,24 +8,30 @@ import time
 
 from micropython import const
 
-from aliyun_iot import creds, wdt
+from aliyun_iot import forget, wdt
 from aliyun_iot.errors import IotError, NetworkError, Timeout
-from aliyun_iot.mqtt import Link
 
 _PUBLISH = const(0x30)
 _SUBACK = const(0x90)
-_MAX_PACKET = const(4096)
 _SLICE_MS = const(1000)  # longest single wait, so the watchdog is fed
+
+
+def _log(msg):
+    print("aliyun_iot: " + msg)
 
 
 class Session:
     """The device's MQTT session. Call check() from the application's loop, at least every second."""
 
-    def __init__(self, cfg, cred, log=None):
+    def __init__(self, cfg, cred, log=_log):
+        from aliyun_iot import creds
+
         self.cfg = cfg
         self.cred = cred
-        self.log = log or (lambda msg: None)
-        self.led = None  # set by the boot flow: on while offline
+        self._login = creds.login_for(cred, cfg)  # computed once: the signing code is dropped
+        forget("creds", "sign")
+        self.log = log
+        self.led = None  # a machine.Pin (set by the boot flow): on while offline
         self.on_error = None  # fn(exc): the application's failures reported from check()
         b = "/sys/%s/%s/thing/" % (cred["pk"], cred["dn"])
         self._post_t = (b + "event/property/post").encode()
@@ -62,15 +68,12 @@ class Session:
 
     def connect(self):
         """Open the connection with the stored credential and (re)subscribe. Raises IotError."""
-        self.close()
-        cfg = self.cfg
-        self.link = Link(cfg, creds.login_for(self.cred, cfg), cfg["tls"], cfg["keepalive"], _MAX_PACKET)
-        self.connects += 1
-        self._tx = self._rx = time.ticks_ms()
-        self._ping = None
-        self._pend = {}
-        for t in self._subs:
-            self._sub(t)
+        from aliyun_iot import dial
+
+        try:
+            dial.open_session(self)
+        finally:
+            forget("dial")  # connection-time code: not held by the running session
 
     def close(self):
         if self.link is not None:
@@ -80,34 +83,11 @@ class Session:
     def _lost(self, e):
         self.log("link lost (%s): reconnecting" % e.code)
         self.close()
+        forget("neterr")  # imported to name the failure; not held while online
         if self.led:
-            self.led.set(1)
+            self.led.value(1)
         self._fails = 0
         self._next = time.ticks_add(time.ticks_ms(), wdt.backoff_ms(0, self.cfg["backoff_ms"]))
-
-    def _retry(self, wait_ms):
-        d = time.ticks_diff(self._next, self._clock())
-        if d > 0:
-            wdt.sleep_ms(min(d, wait_ms))
-            if d > wait_ms:
-                return
-        import gc
-
-        gc.collect()  # TLS needs a large contiguous block
-        try:
-            self.connect()
-        except IotError as e:
-            self._fails += 1
-            # A refused login (device disabled, secret reset in the console) waits on the long cap.
-            cap = self.cfg["retry_cap_s"] if e.retry else self.cfg["refused_cap_s"]
-            d = wdt.backoff_ms(self._fails, self.cfg["backoff_ms"], cap * 1000)
-            self._next = time.ticks_add(time.ticks_ms(), d)
-            self.log("connect failed (%s): %s; next try in %d s" % (e.code, e.msg, d // 1000))
-            return
-        self._fails = 0
-        if self.led:
-            self.led.set(0)
-        self.log("connected (connection %d)" % self.connects)
 
     # ---- serving the link
 
@@ -115,9 +95,17 @@ class Session:
         """Handle what arrives within wait_ms (0: only what is here). Returns the packets handled.
 
         A broken link is closed and reconnected on the policy's schedule, never raised."""
-        self._clock()
+        d = time.ticks_diff(self._next, self._clock())
         if self.link is None:
-            self._retry(wait_ms)
+            if d > 0:
+                wdt.sleep_ms(min(d, wait_ms))
+            if d <= wait_ms:
+                from aliyun_iot import dial
+
+                try:
+                    dial.retry(self)
+                finally:
+                    forget("dial", "neterr")  # connection-time code: not held while online
             return 0
         try:
             return self._serve(wait_ms)
@@ -181,14 +169,12 @@ class Session:
             self._report(e)
 
     def _report(self, e):
-        if self.on_error is not None:
-            self.on_error(e)
-            return
-        if not isinstance(e, IotError):
-            import sys
+        from aliyun_iot import events
 
-            sys.print_exception(e)
-        self.log("application error %s: %s" % (getattr(e, "code", type(e).__name__), e))
+        try:
+            events.report(self, e)
+        finally:
+            forget("events")
 
     # ---- the application's side
 
@@ -225,21 +211,12 @@ class Session:
         self.subscribe(self._set_t, self._set)
 
     def _set(self, topic, payload):
+        from aliyun_iot import events
+
         try:
-            r = json.loads(payload)
-            mid, params = r["id"], r["params"]
-        except (ValueError, KeyError, TypeError):
-            self.log("property set ignored: not an Alink request")
-            return
-        try:
-            code = self._on_set(params)
-        except MemoryError:
-            raise
-        except Exception as e:
-            self._report(e)
-            code = 500
-        body = {"id": mid, "code": 200 if code is None else code, "data": {}, "version": "1.0"}
-        self.publish(topic + b"_reply", json.dumps(body))
+            events.property_set(self, topic, payload)
+        finally:
+            forget("events")  # rare: not held between two property sets
 
     def _on_reply(self, topic, payload):
         try:

@@ -44,13 +44,22 @@ def _pem_to_der(text):
     return out
 
 
-def roots(cfg):
-    """DER roots to trust: the configured ca file, else both platform roots."""
-    path = cfg.get("ca")
+def roots(cfg, host=""):
+    """DER roots to trust: the configured ca file; else the endpoint's platform root (both for a host that
+    is neither kind of platform endpoint)."""
+    path = cfg["ca"]
     if not path:
+        from aliyun_iot import forget
         from aliyun_iot import roots as r
 
-        return [r.ALIYUN_IOT, r.GLOBALSIGN_R1]
+        if host.endswith(".mqtt.iothub.aliyuncs.com"):
+            rs = [r.ALIYUN_IOT]
+        elif ".iot-as-mqtt." in host:
+            rs = [r.GLOBALSIGN_R1]  # old public endpoints chain to GlobalSign R1
+        else:
+            rs = [r.ALIYUN_IOT, r.GLOBALSIGN_R1]
+        forget("roots")  # the roots stay in RAM only while a context is built
+        return rs
     try:
         size = os.stat(path)[6]
     except OSError:
@@ -64,18 +73,12 @@ def roots(cfg):
     return split_der(data)
 
 
-def context(rs):
-    """An SSLContext that requires a certificate chained to one of the DER roots rs."""
+def for_host(cfg, host):
+    """(SSLContext, ssl_params) that require a certificate for host chained to the roots for it.
+    ssl_params is for umqtt.simple 1.3.4's ssl.wrap_socket, which takes a single root."""
+    rs = roots(cfg, host)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.verify_mode = ssl.CERT_REQUIRED
     for der in rs:
         ctx.load_verify_locations(cadata=der)
-    return ctx
-
-
-def legacy_params(rs, host, custom):
-    """ssl_params for umqtt.simple 1.3.4's ssl.wrap_socket, which takes a single root: pick the endpoint's."""
-    der = rs[0]
-    if not custom and ".iot-as-mqtt." in host:
-        der = rs[1]  # old public endpoints chain to GlobalSign R1
-    return {"cert_reqs": ssl.CERT_REQUIRED, "cadata": der, "server_hostname": host}
+    return ctx, {"cert_reqs": ssl.CERT_REQUIRED, "cadata": rs[0], "server_hostname": host}

@@ -8,7 +8,8 @@ import time
 
 import devkit
 
-from aliyun_iot import boot_flow, config, store
+import aliyun_iot
+from aliyun_iot import config, store
 from aliyun_iot.session import Session
 from aliyun_iot.wdt import backoff_ms
 
@@ -20,7 +21,7 @@ def until(cond, ms=3000):
     return cond()
 
 
-s = boot_flow.run()
+s = aliyun_iot.connect()
 cfg = config.load()
 cred = store.load()
 topic = "/%s/%s/user/echo" % (cred["pk"], cred["dn"])

@@ -1,5 +1,5 @@
 # The real main.py (copied to the flash dir by the test, its post interval
-# shortened) with counters around its session: check() calls, connections made,
+# shortened) with counters around its session: check() calls, connections,
 # posts and their fate, the heap after a collection, the watchdog's longest
 # gap. One "SOAK k=v ..." line a second. A line "subscribe TOPIC" written to
 # soak.cmd on the flash makes the application subscribe to TOPIC.
@@ -12,8 +12,8 @@ import machine
 from aliyun_iot import session
 
 _S = session.Session
-_check, _post, _connect = _S.check, _S.post_property, _S.connect
-st = {"checks": 0, "connects": 0, "ok": 0, "failed": 0, "t": time.ticks_ms(), "t0": time.ticks_ms()}
+_check, _post = _S.check, _S.post_property
+st = {"checks": 0, "ok": 0, "failed": 0, "t": time.ticks_ms(), "t0": time.ticks_ms()}
 
 
 def _report(s):
@@ -21,7 +21,7 @@ def _report(s):
     heap = gc.mem_alloc() if hasattr(gc, "mem_alloc") else -1
     print(
         "SOAK checks=%d connects=%d online=%d heap=%d gap=%d ok=%d failed=%d up=%d"
-        % (st["checks"], st["connects"], s.link is not None, heap, machine.WDT.max_gap_ms, st["ok"],
+        % (st["checks"], s.connects, s.link is not None, heap, machine.WDT.max_gap_ms, st["ok"],
            st["failed"], time.ticks_diff(time.ticks_ms(), st["t0"]) // 1000)
     )
     try:
@@ -45,11 +45,6 @@ def check(self, wait_ms=0):
     return _check(self, wait_ms)
 
 
-def connect(self):
-    _connect(self)
-    st["connects"] += 1
-
-
 def post_property(self, params, wait=True):
     try:
         r = _post(self, params, wait)
@@ -63,7 +58,6 @@ def post_property(self, params, wait=True):
 
 
 _S.check = check
-_S.connect = connect
 _S.post_property = post_property
 with open("main.py") as f:
     exec(f.read())

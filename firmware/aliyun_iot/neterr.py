@@ -1,0 +1,34 @@
+# Socket, TLS and DNS failures as the package's errors. Imported only when a
+# failure happens, so that the running session does not hold it.
+from aliyun_iot.errors import IotError, NetworkError, Timeout, TlsError
+
+_TIMEOUT = (11, 110, 116)  # EAGAIN, ETIMEDOUT (Linux), ETIMEDOUT (the ESP32's newlib)
+# mbedTLS codes meaning "the peer does not speak TLS as expected": a retry meets the same peer.
+_TLS_FATAL = (-0x7200, -0x7300, -0x7700, -0x6E80, -0x7780, -0x7080, -0x6C00)
+# mbedTLS out of memory: SSL_ALLOC_FAILED, MPI_ALLOC_FAILED (the bignum one ESP32 users meet).
+_TLS_NOMEM = (-0x7F00, -0x10)
+
+
+def classify(e, what):
+    """The package error for exception e raised while doing `what` (None: not a network failure)."""
+    if isinstance(e, IotError):
+        return e
+    if isinstance(e, ValueError):
+        # MicroPython's ssl reports a certificate that fails verification so.
+        return TlsError("%s: TLS certificate verification failed: %s" % (what, str(e).strip()), "tls_verify")
+    if not isinstance(e, OSError):
+        return None
+    c = e.args[0] if e.args else 0
+    if c in _TIMEOUT:
+        return Timeout(what + ": timed out")
+    if c in _TLS_FATAL:
+        return TlsError("%s: the server does not speak TLS as expected (%s)" % (what, e), "tls_protocol")
+    if c in _TLS_NOMEM:
+        return NetworkError(what + ": TLS out of memory", "tls_nomem")
+    if c == -0x7280:
+        return NetworkError(what + ": closed in the TLS handshake (a cut, or not a TLS port)", "tls_eof")
+    if isinstance(c, int) and c < -0x1000:
+        return NetworkError("%s: TLS handshake failed (mbedTLS -0x%04x)" % (what, -c), "tls_handshake")
+    return NetworkError("%s: %s" % (what, e))
+
+

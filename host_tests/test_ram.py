@@ -1,0 +1,42 @@
+"""RAM next to a bare umqtt.simple TLS connection, measured in one run on the unix port (tools/ram.py):
+the smallest -X heapsize of a normal boot and of a first boot as multiples of the bare baseline's, the heap
+the package still holds once online, and no first-boot code held after registration.
+
+The limits are what the package reaches today, with a little headroom, so that any regression fails here.
+The goals are tighter (normal boot 1.5x, first boot 1.8x, 8 KB held): README "RAM" says where it stands.
+"""
+
+import pytest
+
+from tools.devrun import micropython_exe
+from tools.ram import RamProbe
+
+NORMAL_X = 2.5  # normal boot: smallest heap <= 2.5 x the baseline's (measured: 2.35x)
+FIRST_X = 3.1  # first boot: <= 3.1 x (measured: 2.96x)
+HELD_OVER = 27 * 1024  # heap held once online, over the baseline's (measured: 25.4 KB)
+
+pytestmark = pytest.mark.skipif(micropython_exe() is None, reason="needs the MicroPython unix port")
+
+
+def test_ram_next_to_a_bare_umqtt_connection(tmp_path, record_property):
+    p = RamProbe(tmp_path).start()
+    try:
+        base = p.smallest(p.baseline)
+        assert base is not None, "the bare baseline does not come online"
+        normal_kib, first_kib = int(base * NORMAL_X), int(base * FIRST_X)
+        ok, normal_held = p.normal(normal_kib)
+        assert ok, "a normal boot needs more than %d KiB (%.1f x the baseline's %d KiB)" % (
+            normal_kib, NORMAL_X, base)
+        ok, _held, first_code = p.first(first_kib)
+        assert ok, "a first boot needs more than %d KiB (%.1f x the baseline's %d KiB)" % (
+            first_kib, FIRST_X, base)
+        assert first_code == [], "first-boot code still held once online: %s" % first_code
+        base_held = p.baseline(256)[1]
+        normal_held = p.normal(256)[1]
+        over = normal_held - base_held
+        assert over <= HELD_OVER, "the package holds %d bytes once online (limit %d)" % (over, HELD_OVER)
+        record_property("measure", "ram: baseline %d KiB; normal boot comes online in %d KiB, first boot in "
+                        "%d KiB; held once online %d B over the baseline's %d B"
+                        % (base, normal_kib, first_kib, over, base_held))
+    finally:
+        p.stop()
