@@ -29,7 +29,7 @@ import vfs
 _SHIMS = "/.vboard/shims"  # hidden from listings and read-only, like frozen modules
 _EROFS = 30
 _WINDOW = 2048  # raw-paste flow-control window (bytes)
-_HARD_RESET_CODE = 99  # machine.reset() in host_tests/shims/machine.py
+_HARD_RESET_CODE = 99  # machine.reset() in tools/shims/machine.py (_RESET_EXIT)
 _OUT = sys.stdout.buffer
 _DRIVER_FILE = __file__
 
