@@ -146,3 +146,26 @@ def test_line_errors_are_one_line_before_any_board(tmp_path):
         p = run_line("--ports", "socket://127.0.0.1:9", "--config", cfg, *extra)
         assert p.returncode == 1 and len(p.stderr.strip().splitlines()) == 1, p.stderr
         assert why in p.stderr and PS not in p.stderr + p.stdout
+
+
+def test_a_board_without_micropython_is_flashed_only_as_a_new_board(monkeypatch, tmp_path):
+    # It cannot be checked for a credential: the line refuses to erase it unless told the boards are new.
+    line = L.Line.__new__(L.Line)
+    line.settings = {"name": "VIRTUAL"}
+    runs = []
+
+    def fake_run(argv, **kw):
+        runs.append(argv)
+        return subprocess.CompletedProcess(argv, 0, "", "")
+
+    monkeypatch.setattr(L.subprocess, "run", fake_run)
+    for new_boards in (False, True):
+        line.a = L.parse_args(["--ports", "x", "--config", "c.json", "--firmware", "fw.bin",
+                               "--backups", str(tmp_path)] + (["--new-boards"] if new_boards else []))
+        if not new_boards:
+            with pytest.raises(B.ToolError, match="--new-boards"):
+                line._flash(None, "socket://x", {"mac": None})
+            assert runs == []
+        else:
+            line._flash(None, "socket://x", {"mac": None})
+            assert runs[-1][runs[-1].index("--port") + 1] == "socket://x" and "--force" in runs[-1]

@@ -243,6 +243,11 @@ class Line:
                     raise
         argv = [sys.executable, "-m", "tools.flash", "--board", self.settings["name"], "--port", port,
                 "--firmware", str(self.a.firmware), "--backups", str(self.a.backups)]  # fmt: skip
+        if not info.get("mac"):
+            if not self.a.new_boards:
+                raise B.ToolError("the board does not answer MicroPython, so it cannot be checked for a "
+                                  "credential; if these boards are factory-new, run with --new-boards")
+            argv.append("--force")
         p = subprocess.run(argv, cwd=B.REPO, capture_output=True, text=True, timeout=600)
         if p.returncode != 0:
             lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
@@ -447,6 +452,12 @@ def parse_args(argv):
     )
     ap.add_argument("--names", help="CSV with columns mac,device_name (else names derive from the MAC)")
     ap.add_argument("--firmware", help="MicroPython image to flash first (default: no flashing)")
+    ap.add_argument(
+        "--new-boards",
+        action="store_true",
+        help="with --firmware: a board that does not answer MicroPython is factory-new (nothing to back up): "
+        "flash it with tools.flash --force. Without it such a board fails, its flash left untouched",
+    )
     ap.add_argument("--ca", help="a CA file for the boards (put at %s; config key ca set to it)" % B.CA_PATH)
     ap.add_argument("--source", action="store_true", help="deploy the package as .py")
     ap.add_argument("--no-package", action="store_true", help="the package is frozen in the firmware")

@@ -129,7 +129,7 @@ def build_raw(a, settings):
 
 
 def validate(raw):
-    """The firmware's validation (aliyun_iot.config.validate) on CPython; ToolError naming the key."""
+    """The firmware's own check with the host's on top (tools.config_schema); ToolError naming the key."""
     config, _, errors = B.firmware_modules()
     try:
         return config.validate(raw)

@@ -162,10 +162,15 @@ def table(r):
     ])
 
 
-def main():
+def main(argv=None):
+    import argparse
     import tempfile
 
+    ap = argparse.ArgumentParser(prog="python -m tools.ram", allow_abbrev=False,
+                                 description=__doc__.split("\n\n")[0])
+    ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="ram-") as work:
+        print("ram: measuring on the unix port (about 15 s)...", file=sys.stderr, flush=True)
         print(table(figures(work)))
     return 0
 

@@ -89,11 +89,14 @@ def obtain(cfg, dn, path, log, state):
         from aliyun_iot.https import register_once as once
     else:
         once = register_once
+    import aliyun_iot
+
     attempt = 0
     while True:
         attempt += 1
-        log("registering %s/%s mode=%s attempt %d/%d" % (cfg["product_key"], dn, cfg["mode"], attempt,
-                                                        cfg["attempts"]))
+        t = time.ticks_diff(time.ticks_ms(), aliyun_iot._T0)
+        log("registering %s/%s mode=%s attempt %d/%d t=%d" % (cfg["product_key"], dn, cfg["mode"], attempt,
+                                                             cfg["attempts"], t))
         try:
             cred = once(cfg, dn)
             break
