@@ -61,8 +61,20 @@ def _kinds(text):
     return kinds
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse that never echoes a typed PK=PS or PK/DN=DS: a secret in an error would reach a log."""
+
+    typed = ()
+
+    def error(self, message):
+        for t in self.typed:
+            if "=" in t:
+                message = message.replace(t, "<value>")
+        super().error(message)
+
+
 def build_parser():
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="python -m tools.emulator", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Local emulator of the Alibaba Cloud IoT Platform's device side "
                     "(MQTT/TLS + plain TCP + HTTPS registration).", epilog=EPILOG)
@@ -86,7 +98,7 @@ def build_parser():
                         "or plain TCP on the TLS and HTTPS ports")
     p.add_argument("--plain-tls-port", action="store_true", help="same as --tls-fault plain")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning"))
-    sub = p.add_subparsers(dest="cmd", metavar="SUBCOMMAND")
+    sub = p.add_subparsers(dest="cmd", metavar="SUBCOMMAND", parser_class=_Parser)
     r = sub.add_parser("reset", help="ResetThing for PK/DN")
     r.add_argument("target", type=_pk_dn, metavar="PK/DN")
     sub.add_parser("show", help="print the registry without secrets")
@@ -97,7 +109,7 @@ def build_parser():
     dv = sub.add_parser("device", help="add a pre-registered device")
     dv.add_argument("target", type=_pk_dn, metavar="PK/DN")
     f = sub.add_parser("fault", help="fault switches")
-    fsub = f.add_subparsers(dest="fault_cmd", metavar="ACTION", required=True)
+    fsub = f.add_subparsers(dest="fault_cmd", metavar="ACTION", required=True, parser_class=_Parser)
     fs = fsub.add_parser("set", help="set TARGET's fault (replaces it)")
     fs.add_argument("target", metavar="PK|PK/DN")
     fs.add_argument("--on", type=_kinds, default=None)
@@ -124,6 +136,9 @@ def build_parser():
     st.add_argument("params", type=_json_object, metavar="JSON")
     st.add_argument("--wait", type=float, default=10.0, metavar="S",
                     help="seconds to wait for the device's reply (default 10; 0: do not wait)")
+    # No abbreviated options: a typo must not be taken for another option (nor its value echoed).
+    for parser in (p, *sub.choices.values(), *fsub.choices.values()):
+        parser.allow_abbrev = False
     return p
 
 
@@ -196,6 +211,8 @@ def run_set(store, args):
             print(json.dumps(reply, sort_keys=True))
             return 0
         time.sleep(0.05)
+    with store.edit() as data:  # not delivered later, by an emulator started after this gave up
+        data["downlink"] = [d for d in data.get("downlink", []) if d["id"] != mid]
     print("emulator: no reply from %s within %g s (is it running, and subscribed to its property/set "
           "topic? is an emulator serving this --state?)" % (key, args.wait), file=sys.stderr)
     return 3
@@ -261,6 +278,7 @@ async def serve(args):
 
 
 def main(argv=None):
+    _Parser.typed = tuple(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     _setup_logging(args.log_level)
     store = Store(args.state)
