@@ -342,3 +342,16 @@ def test_bad_config_refused_before_the_network(tmp_path, runtime):
     path.write_text(json.dumps(cases))
     oks = assert_device_ok(run_script(runtime, device_script("config_faults.py"), args=[path]))
     assert len(oks) == len(cases)
+
+
+@pytest.mark.parametrize("code", [-0x7F00, -0x0010])
+def test_tls_out_of_memory_has_its_own_retryable_code(code):
+    # mbedTLS SSL_ALLOC_FAILED / MPI_ALLOC_FAILED ("RSA - BIGNUM Memory allocation failed" on an ESP32)
+    from aliyun_iot.explain import hint
+    from aliyun_iot.neterr import classify
+
+    err = classify(OSError(code, "MBEDTLS_ERR"), "connection to h:8883")
+    assert (err.code, err.retry) == ("tls_nomem", True)
+    assert "freeze the package" in hint("tls_nomem")
+    # and not the generic handshake failure it used to be
+    assert classify(OSError(-0x7780), "x").code == "tls_protocol"

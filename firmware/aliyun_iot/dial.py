@@ -10,7 +10,7 @@ from umqtt import simple as _umqtt
 
 from aliyun_iot import wdt
 from aliyun_iot.errors import IotError, NetworkError, Refused
-from aliyun_iot.mqtt import Deadline, Link
+from aliyun_iot.mqtt import Link
 
 
 def nodelay(sock, mod):
@@ -101,7 +101,7 @@ def dial(cfg, login, tls_on=True, keepalive=0, max_packet=1024, what="connection
     finally:
         _umqtt.socket = real
     Link.generation = gen
-    return Link(c, Deadline(c.sock, t * 1000, max_packet, sk.last), max_packet)
+    return Link(c.sock, t * 1000, max_packet, sk.last, c)
 
 
 def _drop(c):

@@ -7,7 +7,7 @@ import socket
 from aliyun_iot import creds, tls
 from aliyun_iot.dial import nodelay
 from aliyun_iot.errors import BadReply, IotError, NetworkError
-from aliyun_iot.mqtt import Deadline
+from aliyun_iot.mqtt import Link
 from aliyun_iot.neterr import classify
 from aliyun_iot.register import check_reply
 
@@ -30,7 +30,7 @@ def _post(cfg, host, port, body):
         raw.settimeout(cfg["timeout"])
         nodelay(raw, socket)
         raw.connect(addr)
-        sock = Deadline(
+        sock = Link(
             tls.for_host(cfg, host)[0].wrap_socket(raw, server_hostname=host),
             cfg["timeout"] * 1000,
             _MAX_RESPONSE,

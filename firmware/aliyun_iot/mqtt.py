@@ -13,11 +13,16 @@ from micropython import const
 from aliyun_iot.errors import BadReply, IotError, NetworkError, Timeout
 
 _DEAD = const(0x38)  # POLLERR | POLLHUP | POLLNVAL (a TLS socket that has failed)
-class Deadline:
-    """A connected (TLS) socket whose every read and write ends within ms; reads over max_read are
-    refused before anything is allocated for them."""
 
-    def __init__(self, sock, ms, max_read, raw=None):
+
+class Link:
+    """A connected (TLS) socket whose every read and write ends within ms, and the MQTT session on it:
+    .client is the umqtt.simple MQTTClient (whose socket this is). Reads over max_read are refused before
+    anything is allocated for them."""
+
+    generation = None  # the umqtt.simple API generation dial() found
+
+    def __init__(self, sock, ms, max_read, raw=None, client=None):
         self.sock = sock
         # MicroPython's TLS socket has no settimeout(): the socket under it carries the timeout.
         self._t = sock if hasattr(sock, "settimeout") else raw
@@ -25,6 +30,9 @@ class Deadline:
         self.max_read = max_read
         self._p = select.poll()
         self._p.register(sock, 1)
+        self.client = client
+        if client:
+            client.sock = self
 
     def setblocking(self, flag):
         pass  # umqtt's wait_msg() asks for blocking reads; ours always have a deadline
@@ -74,33 +82,15 @@ class Deadline:
 
             raise classify(e, "write")
 
-    def close(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-
-
-class Link:
-    """An open MQTT session. .client is the umqtt.simple MQTTClient; .sock its Deadline socket."""
-
-    generation = None  # the umqtt.simple API generation dial() found
-
-    def __init__(self, client, sock, max_packet):
-        self.client = client
-        self.sock = client.sock = sock
-        self.max_packet = max_packet
-
     def read_packet(self):
         """(header byte, body) of the next packet, which has started to arrive."""
-        s = self.sock
-        b = s.read(1)
+        b = self.read(1)
         if not b:
             raise NetworkError("connection closed by the server", "closed")
         hdr = b[0]
         n = shift = 0
         while True:
-            b = s.read(1)
+            b = self.read(1)
             if not b:
                 raise NetworkError("connection closed inside a packet", "closed")
             n |= (b[0] & 0x7F) << shift
@@ -109,9 +99,7 @@ class Link:
             shift += 7
             if shift > 21:
                 raise BadReply("malformed packet length")
-        if n > self.max_packet:
-            raise BadReply("server announced a %d-byte packet; at most %d accepted" % (n, self.max_packet))
-        body = s.read(n) if n else b""
+        body = self.read(n) if n else b""
         if len(body) != n:
             raise NetworkError("connection closed inside a packet", "closed")
         return hdr, body
@@ -122,7 +110,7 @@ class Link:
         pos = 2 + tl
         if hdr & 0x06:
             if hdr & 0x06 == 0x02:
-                self.sock.write(b"\x40\x02" + body[pos : pos + 2])
+                self.write(b"\x40\x02" + body[pos : pos + 2])
             pos += 2
         if pos > len(body):
             raise BadReply("malformed PUBLISH")
@@ -132,16 +120,19 @@ class Link:
         """Send SUBSCRIBE (QoS 0) without waiting: its SUBACK is read with the other packets."""
         if len(topic) > 122:
             raise ValueError("topic longer than 122 bytes")
-        self.sock.write(bytes((0x82, 5 + len(topic), pid >> 8, pid & 255, 0, len(topic))) + topic + b"\x00")
+        self.write(bytes((0x82, 5 + len(topic), pid >> 8, pid & 255, 0, len(topic))) + topic + b"\x00")
 
     def close(self, disconnect=True):
         """Send DISCONNECT (if asked) and close; errors on the way out are not news."""
         if self.sock is None:
             return
-        if disconnect:
+        if disconnect and self.client:
             try:
-                self.sock.write(b"\xe0\x00")
+                self.write(b"\xe0\x00")
             except IotError:
                 pass  # the link is being dropped anyway
-        self.sock.close()
+        try:
+            self.sock.close()
+        except OSError:
+            pass
         self.sock = None

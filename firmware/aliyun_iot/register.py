@@ -4,6 +4,7 @@
 # attempt: each reconnect is a new registration that voids the secret just
 # issued. Imported only on a boot that has no stored credential, and dropped
 # once the credential is stored.
+import gc
 import json
 import time
 
@@ -105,7 +106,9 @@ def obtain(cfg, dn, path, log, state):
                 raise
             d = wdt.backoff_ms(attempt - 1, cfg["backoff_ms"])
             log("attempt %d failed: %s (%s); retrying in %d ms" % (attempt, e.msg, e.code, d))
+            e = None
             wdt.sleep_ms(d)
+            gc.collect()  # the next TLS handshake wants large blocks (tls_nomem: out of RAM)
     from aliyun_iot import store
 
     store.save(cred, path)

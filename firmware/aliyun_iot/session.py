@@ -119,7 +119,7 @@ class Session:
         while self.link is not None:
             left = 0 if n else wait_ms - time.ticks_diff(self._clock(), t0)
             left = self._keepalive(min(left, _SLICE_MS))
-            if not self.link.sock.wait(left):
+            if not self.link.wait(left):
                 if n or time.ticks_diff(time.ticks_ms(), t0) >= wait_ms:
                     break
                 continue
@@ -154,7 +154,7 @@ class Session:
 
     def _probe(self):
         if self._ping is None:
-            self.link.sock.write(b"\xc0\x00")
+            self.link.write(b"\xc0\x00")
             self._tx = self._ping = time.ticks_ms()
 
     def _dispatch(self, topic, payload):
