@@ -9,7 +9,6 @@ timeline in milliseconds, never a secret, and leaves nothing running.
 
 import argparse
 import os
-import re
 import secrets
 import shutil
 import subprocess
@@ -21,13 +20,13 @@ from pathlib import Path
 from tools.board import firmware_modules
 from tools.emulator.process import EmulatorProcess
 from tools.vboard import boot
+from tools.vboard.process import VBoardProcess
 
 REPO = Path(__file__).resolve().parents[1]
 
 PK = "a1DemoProd01"
 MAC = "24:0a:c4:de:00:01"
 WIFI = ("demo-lab", "demo-lab-password")
-_URL = re.compile(r"vboard listening on (socket://\S+)")
 
 
 class Step:
@@ -59,42 +58,9 @@ def _run(tool, *args):
     return r.stdout
 
 
-class Board:
+def Board(flash):
     """`python -m tools.vboard serve` for the mpremote steps: a serial URL like a USB port's."""
-
-    def __init__(self, flash):
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tools.vboard",
-                "serve",
-                "--flash",
-                str(flash),
-                "--mac",
-                MAC,
-                "--wifi",
-                "%s:%s" % WIFI,
-            ],
-            cwd=REPO,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        line = self.proc.stdout.readline()
-        m = _URL.search(line)
-        if not m:
-            self.stop()
-            raise RuntimeError("virtual board did not start: %r" % line)
-        self.url = m.group(1)
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+    return VBoardProcess(flash, MAC, "%s:%s" % WIFI)
 
 
 def _power_on(flash, label):

@@ -31,6 +31,7 @@ from tools import board as B
 from tools import cred as C
 from tools import deploy as D
 from tools import provision as P
+from tools.vboard.process import VBoardProcess
 
 TOOL = "line"
 FIELDS = ("port", "mac", "device_name", "result", "stage", "seconds", "backup", "time")
@@ -341,29 +342,6 @@ def run(a, ports, stream=None):
 # ---------------------------------------------------------------- throughput on virtual boards
 
 
-class _VBoard:
-    def __init__(self, flash, mac, wifi):
-        argv = [sys.executable, "-m", "tools.vboard", "serve", "--flash", str(flash), "--port", "0",
-                "--mac", mac, "--wifi", wifi]  # fmt: skip
-        self.proc = subprocess.Popen(
-            argv, cwd=B.REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
-        )
-        line = self.proc.stdout.readline()
-        if not line.startswith("vboard listening on "):
-            self.stop()
-            raise B.ToolError("virtual board did not start: %r" % line)
-        self.url = line.split()[-1]
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
 def bench(n=8, work=None):
     """Boards per hour through the whole line (deploy, provision, first boot against the local emulator,
     backup): n fresh virtual boards in parallel, then n fresh ones one after another. Returns
@@ -395,7 +373,7 @@ def bench(n=8, work=None):
             for m in macs[mode]:
                 flash = work / mode / m.replace(":", "")
                 flash.mkdir(parents=True)
-                b = _VBoard(flash, m, "%s:%s" % wifi)
+                b = VBoardProcess(flash, m, "%s:%s" % wifi, stderr=subprocess.DEVNULL)
                 boards.append(b)
                 ports.append(b.url)
             a = _args(config=str(cfg), ca=str(emu.ca_der), manifest=str(work / ("%s.csv" % mode)),
