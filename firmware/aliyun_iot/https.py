@@ -4,7 +4,7 @@
 import json
 import socket
 
-from aliyun_iot import creds, tls
+from aliyun_iot import forget, tls
 from aliyun_iot.dial import nodelay
 from aliyun_iot.errors import BadReply, IotError, NetworkError
 from aliyun_iot.mqtt import Link
@@ -119,5 +119,9 @@ def register_once(cfg, dn):
     """One HTTPS registration attempt; returns the credential dict."""
     pk = cfg["product_key"]
     host, port = endpoint(cfg)
+    from aliyun_iot import creds
+
     body = creds.https_form(pk, cfg["product_secret"], dn, creds.fresh_random(), cfg["sign_method"])
+    del creds
+    forget("creds", "sign")  # not in RAM during the TLS handshake
     return parse_response(_post(cfg, host, port, body), pk, dn)

@@ -10,7 +10,7 @@ import time
 
 from micropython import const
 
-from aliyun_iot import creds, wdt
+from aliyun_iot import forget, wdt
 from aliyun_iot.dial import dial
 from aliyun_iot.errors import BadReply, IotError, Timeout
 
@@ -56,9 +56,13 @@ def register_once(cfg, dn):
     """One registration attempt over MQTT; returns the credential dict."""
     pk = cfg["product_key"]
     mode = cfg["mode"]
+    from aliyun_iot import creds
+
     login = creds.register_login(
         pk, cfg["product_secret"], dn, cfg["sign_method"], creds.fresh_random(), mode, cfg["instance_id"]
     )
+    del creds
+    forget("creds", "sign")  # not in RAM during the TLS handshake
     # A keepalive the platform accepts on any login, though this session lasts seconds.
     link = dial(cfg, login, True, cfg["keepalive"], _MAX_REPLY + 64, "registration")
     try:
