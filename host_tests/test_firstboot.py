@@ -191,3 +191,36 @@ def test_wifi_and_clock(runtime, flash, emu, env, cfg, result, attempts):
     b = boot(runtime, flash, env=env)
     assert b.result == result, b.stdout
     assert b.attempts == attempts
+
+
+def test_session_state_stays_bounded(runtime, flash, emu, secret_guard):
+    dn = "bounds-" + runtime[:2]
+    emu.add_device(PK, dn)
+    board_flash(emu, flash, product_key=PK, product_secret=PS, device_name=dn)
+    r = run_script(runtime, device_script("session_bounds.py"), cwd=flash, timeout=90)
+    secret_guard.secret(*_secrets(emu, PK, dn))
+    secret_guard.output(r.stdout, r.stderr)
+    assert assert_device_ok(r) == [
+        "unawaited-replies-not-kept", "post-after-300", "no-reconnect", "uptime-across-the-wrap"
+    ]
+
+
+def test_a_fatal_boot_blinks_until_the_reset(runtime, flash, emu, tmp_path, secret_guard):
+    # The real main.py: a refused registration is fatal, so recover() shows the fatal LED pattern and
+    # resets the board after refused_cap_s (here 1 s) instead of parking it with the LED off.
+    from host_tests.plugins.runtimes import FIRMWARE
+
+    dn = "fatal-" + runtime[:2]
+    emu.add_device(PK, dn)
+    wrong = "NotTheProductSecret2"
+    board_flash(emu, flash, product_key=PK, product_secret=wrong, device_name=dn, led_pin=2, refused_cap_s=1)
+    (flash / "main.py").write_bytes((FIRMWARE / "main.py").read_bytes())
+    led = tmp_path / "led.log"
+    r = run_script(runtime, str(flash / "main.py"), cwd=flash, env={"VBOARD_LED": str(led)}, timeout=60)
+    secret_guard.secret(PS, wrong)
+    secret_guard.output(r.stdout, r.stderr)
+    assert r.rc == 99, r.stdout + r.stderr  # machine.reset(): the virtual board boots again
+    assert "fatal Refused code=connack4" in r.stdout and "aliyun_iot: hint: " in r.stdout
+    assert "restarting in" in r.stdout
+    writes = led.read_text().split()[1::2]  # "<pin> <value>" lines -> the values
+    assert writes[0] == "1" and writes[-6:] == ["1", "0"] * 3, writes  # on while working, then blinking
