@@ -79,7 +79,6 @@ class RamProbe:
         args = ["localhost", self.emu.port, "emulator_ca.der", cid, "%s&%s" % (dn, PK), pw, topic]
         r = run_script("micropython", BASELINE, cwd=self._normal, heapsize="%dK" % heap_kib, path=[self.lib],
                        shims=self.shims, timeout=60, args=args)
-        self.last = r
         ok = "RESULT online" in r.stdout
         return ok, _held(r.stdout) if ok else None
 

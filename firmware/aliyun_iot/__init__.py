@@ -6,12 +6,17 @@ __version__ = "0.2.0"
 _T0 = None
 
 
+def log(msg):
+    """One console line of the package (never a secret)."""
+    print("aliyun_iot: " + msg)
+
+
 def state(name):
     """Log a boot stage with the ms since the first one."""
     global _T0
     if _T0 is None:
         _T0 = time.ticks_ms()
-    print("aliyun_iot: state %s t=%d" % (name, time.ticks_diff(time.ticks_ms(), _T0)))
+    log("state %s t=%d" % (name, time.ticks_diff(time.ticks_ms(), _T0)))
 
 
 def connect(cfg_path="config.json"):
@@ -27,11 +32,11 @@ def connect(cfg_path="config.json"):
     while not s.online:
         s.check(1000)
     state("connected")
-    print("aliyun_iot: umqtt.simple API generation: %s" % s.link.generation)
+    log("umqtt.simple API generation: %s" % s.link.generation)
     try:
         s.post_property({"online": 1})
     except Exception as e:  # an IotError: the session stays; the application sees the next post's fate
-        print("aliyun_iot: online post failed (%s)" % e.code)
+        log("online post failed (%s)" % e.code)
     state("online")
     if s.led:
         s.led.value(0)

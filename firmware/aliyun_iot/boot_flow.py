@@ -5,12 +5,8 @@
 # module before it connects. Failures are reported (and recovered) from here.
 import time
 
-from aliyun_iot import forget, state, wdt
+from aliyun_iot import forget, log, state, wdt
 from aliyun_iot.errors import IotError, StorageError
-
-
-def log(msg):
-    print("aliyun_iot: " + msg)
 
 
 def _led(cfg):

@@ -116,7 +116,7 @@ def open_session(s):
     """Connect session s with its stored credential and send its subscriptions (pipelined)."""
     s.close()
     cfg = s.cfg
-    s.link = dial(cfg, s._login, cfg["tls"], cfg["keepalive"], 4096)
+    s.link = dial(cfg, s._login, cfg["tls"], cfg["keepalive"], 4096)  # the largest packet a session takes
     s.connects += 1
     s._tx = s._rx = time.ticks_ms()
     s._ping = None

@@ -8,7 +8,7 @@ import time
 
 from micropython import const
 
-from aliyun_iot import forget, wdt
+from aliyun_iot import forget, log, wdt
 from aliyun_iot.errors import IotError, NetworkError, Timeout
 
 _PUBLISH = const(0x30)
@@ -16,14 +16,10 @@ _SUBACK = const(0x90)
 _SLICE_MS = const(1000)  # longest single wait, so the watchdog is fed
 
 
-def _log(msg):
-    print("aliyun_iot: " + msg)
-
-
 class Session:
     """The device's MQTT session. Call check() from the application's loop, at least every second."""
 
-    def __init__(self, cfg, cred, log=_log):
+    def __init__(self, cfg, cred, log=log):
         from aliyun_iot import creds
 
         self.cfg = cfg

@@ -6,6 +6,7 @@
 import gc
 import ssl
 import sys
+import time
 
 import network
 from umqtt.simple import MQTTClient
@@ -15,7 +16,7 @@ w = network.WLAN(network.STA_IF)
 w.active(True)
 w.connect("lab", "lab-password")
 while not w.isconnected():
-    pass
+    time.sleep_ms(10)
 with open(ca, "rb") as f:
     der = f.read()
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
