@@ -7,7 +7,7 @@ import time
 from micropython import const
 
 import aliyun_iot
-from aliyun_iot.errors import IotError
+from aliyun_iot import IotError
 
 _POST_EVERY_MS = const(60000)
 

@@ -6,9 +6,11 @@ import json
 
 import pytest
 
+from aliyun_iot import (
+    IotError,  # the firmware (pyproject's pytest pythonpath)
+    store,
+)
 from aliyun_iot import config as fw_config
-from aliyun_iot import store
-from aliyun_iot.errors import ConfigError  # the firmware (pyproject's pytest pythonpath)
 from host_tests.plugins.firmware import board_flash, boot
 from host_tests.plugins.runtimes import assert_device_ok, device_script, micropython_exe, run_script
 from tools.emulator.process import EmulatorProcess
@@ -148,7 +150,7 @@ def test_every_connack_code(emu, flash, rc, secret_guard):
         assert b.result == "online", b.stdout
         assert _failures(b.stdout) == ["connack3"]
     else:
-        assert b.result == "fatal Refused connack%d" % rc, b.stdout
+        assert b.result == "fatal IotError connack%d" % rc, b.stdout
         assert b.attempts == 1
         assert not (flash / "aliyun_iot.cred").exists()
 
@@ -227,7 +229,7 @@ def test_tls_faults_are_named_and_fatal(tmp_path, flash, fault, secret_guard):
     secret_guard.output(b.stdout, b.stderr)
     # The emulator's plain-TCP port answers a ClientHello in clear, as an MQTT server answering garbage can.
     want = "tls_protocol" if fault == "plain" else "tls_verify"
-    assert b.result == "fatal TlsError " + want, b.stdout + b.stderr
+    assert b.result == "fatal IotError " + want, b.stdout + b.stderr
     assert b.attempts == 1, b.stdout
 
 
@@ -254,7 +256,7 @@ def test_damaged_credential_at_boot_is_reported_not_replaced(emu, flash, damage,
     b = boot(RT, flash)
     secret_guard.secret(*_secrets(emu, dn))
     secret_guard.output(b.stdout, b.stderr)
-    assert b.result == "fatal StorageError corrupt", b.stdout
+    assert b.result == "fatal IotError corrupt", b.stdout
     assert "registering" not in b.states
     assert path.read_bytes() == data
 
@@ -320,7 +322,7 @@ def test_host_check_adds_what_the_platform_refuses():
         if key == "region":
             raw["mode"] = "regnwl"  # regnwl is offered in cn-shanghai only
         fw_config.validate(raw)  # the device lets it through...
-        with pytest.raises(ConfigError) as e:
+        with pytest.raises(IotError) as e:
             config_schema.validate(raw)  # ...the host does not, and names the key
         assert key in e.value.msg
     # every string key is checked somewhere beyond its type

@@ -97,7 +97,7 @@ def test_wrong_product_secret_stops_after_one_attempt(runtime, flash, emu, secre
     b = boot(runtime, flash)
     secret_guard.secret(PS, wrong)
     secret_guard.output(b.stdout, b.stderr)
-    assert b.result == "fatal Refused connack4", b.stdout + b.stderr
+    assert b.result == "fatal IotError connack4", b.stdout + b.stderr
     assert b.attempts == 1
     assert "wrong ProductSecret" in b.stdout and "ResetThing" in b.stdout
     assert not (flash / "aliyun_iot.cred").exists()
@@ -126,7 +126,7 @@ def test_activated_device_that_lost_its_secret_is_told_to_reset(runtime, flash, 
     b = boot(runtime, flash)
     secret_guard.secret(*_secrets(emu, PK, dn))
     secret_guard.output(b.stdout, b.stderr)
-    assert b.result == "fatal Refused connack4"
+    assert b.result == "fatal IotError connack4"
     assert "already activated" in b.stdout and "ResetThing" in b.stdout
     emu.reset(PK, dn)
     assert boot(runtime, flash).result == "online"
@@ -143,7 +143,7 @@ def test_corrupt_credential_is_reported_never_replaced(runtime, flash, emu, secr
     b = boot(runtime, flash)
     secret_guard.secret(*_secrets(emu, PK, dn))
     secret_guard.output(b.stdout, b.stderr)
-    assert b.result == "fatal StorageError corrupt"
+    assert b.result == "fatal IotError corrupt"
     assert "registering" not in b.states
     assert path.read_bytes() == damaged
 
@@ -176,10 +176,10 @@ def test_status_led_follows_the_boot(runtime, flash, emu, tmp_path):
 @pytest.mark.parametrize(
     "env,cfg,result,attempts",
     [
-        ({"VBOARD_WIFI": "lab:other-password"}, {}, "fatal NetworkError wifi_auth", 0),
-        ({"VBOARD_WIFI": "elsewhere:x"}, {}, "fatal NetworkError wifi_noap", 0),
+        ({"VBOARD_WIFI": "lab:other-password"}, {}, "fatal IotError wifi_auth", 0),
+        ({"VBOARD_WIFI": "elsewhere:x"}, {}, "fatal IotError wifi_noap", 0),
         ({"VBOARD_NTP_FAIL": "2"}, {}, "online", 1),
-        ({"VBOARD_NTP_FAIL": "3"}, {}, "fatal NetworkError ntp", 0),
+        ({"VBOARD_NTP_FAIL": "3"}, {}, "fatal IotError ntp", 0),
         ({"VBOARD_NTP_FAIL": "9"}, {"ntp": False}, "online", 1),
     ],
     ids=["wifi-wrong-password", "wifi-no-ap", "ntp-recovers", "ntp-dead", "ntp-off"],
@@ -220,7 +220,7 @@ def test_a_fatal_boot_blinks_until_the_reset(runtime, flash, emu, tmp_path, secr
     secret_guard.secret(PS, wrong)
     secret_guard.output(r.stdout, r.stderr)
     assert r.rc == 99, r.stdout + r.stderr  # machine.reset(): the virtual board boots again
-    assert "fatal Refused code=connack4" in r.stdout and "aliyun_iot: hint: " in r.stdout
+    assert "fatal IotError code=connack4" in r.stdout and "aliyun_iot: hint: " in r.stdout
     assert "restarting in" in r.stdout
     writes = led.read_text().split()[1::2]  # "<pin> <value>" lines -> the values
     assert writes[0] == "1" and writes[-6:] == ["1", "0"] * 3, writes  # on while working, then blinking

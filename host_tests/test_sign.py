@@ -1,4 +1,4 @@
-"""aliyun_iot.sign on both runtimes: the known answers of docs/protocol.md and random vectors from hmac."""
+"""aliyun_iot.creds (the signature) on both runtimes: docs/protocol.md known answers, random hmac vectors."""
 
 import hashlib
 import hmac

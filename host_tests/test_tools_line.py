@@ -60,7 +60,7 @@ def test_eight_boards_in_parallel_one_fails_and_a_rerun_completes_only_it(
     failed = by_mac[macs[bad].replace(":", "")]
     assert failed["device_name"] == dns[bad] and failed["port"] == boards[bad].url
     assert failed["stage"] == "boot" and failed["result"].startswith(
-        "failed: boot: fatal Refused code=connack"
+        "failed: boot: fatal IotError code=connack"
     )
     for i, m in enumerate(macs):
         r = by_mac[m.replace(":", "")]

@@ -81,7 +81,7 @@ def test_deploy_copies_verifies_resets_and_the_board_boots(vboard):
     n = len(want) + 2
     assert p.stdout.startswith("deployed %d files (%d bytes, %d copied) to %s" % (n, nbytes, n, vb.url))
     # reset: the firmware's main.py runs from the .mpy files and stops at the missing config
-    vb.wait_console("aliyun_iot: fatal ConfigError code=config_missing", timeout=20)
+    vb.wait_console("aliyun_iot: fatal IotError code=config_missing", timeout=20)
     assert not list(vb.flash.glob("*.mpy")) and not (vb.flash / "config.json").exists()
 
 

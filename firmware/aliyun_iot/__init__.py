@@ -1,9 +1,23 @@
 # Alibaba Cloud IoT Platform dynamic registration for MicroPython.
-# Kept tiny: each stage imports its modules and drops them when it is done.
+# This module is what stays in RAM for the device's life: the one error type,
+# the console line and the watchdog's waits. Each boot stage imports its
+# modules and drops them when it is done (README: RAM).
 import time
 
 __version__ = "0.2.0"
 _T0 = None
+_w = None  # the machine.WDT, once started
+
+
+class IotError(Exception):
+    """Every failure of the package: a short code (README: Troubleshooting; explain.py on the board) and
+    whether trying again can help. Callers never retry what cannot succeed."""
+
+    def __init__(self, msg, code="error", retry=False):
+        super().__init__(msg)
+        self.msg = msg
+        self.code = code
+        self.retry = retry
 
 
 def log(msg):
@@ -19,23 +33,65 @@ def state(name):
     log("state %s t=%d" % (name, time.ticks_diff(time.ticks_ms(), _T0)))
 
 
-def connect(cfg_path="config.json"):
+def watchdog(seconds):
+    """Start the watchdog (it cannot be stopped again on an ESP32); 0 leaves it off."""
+    global _w
+    if seconds and _w is None:
+        import machine
+
+        _w = machine.WDT(timeout=seconds * 1000)
+
+
+def feed():
+    if _w is not None:
+        _w.feed()
+
+
+def sleep_ms(ms):
+    """time.sleep_ms in slices of at most a second, each feeding the watchdog."""
+    while ms > 0:
+        feed()
+        time.sleep_ms(min(ms, 1000))
+        ms -= 1000
+    feed()
+
+
+def backoff_ms(attempt, base_ms=1000, cap_ms=60000):
+    """Capped exponential backoff with jitter: uniform in [d/2, d], d = min(cap, base * 2**attempt)."""
+    import os
+
+    d = min(cap_ms, base_ms << min(attempt, 16))
+    return d // 2 + (d // 2) * int.from_bytes(os.urandom(2), "big") // 65535
+
+
+def connect(cfg_path="config.json", cred_path="aliyun_iot.cred"):
     """Bring the device online and return its Session: Wi-Fi, clock, the stored credential (registering
     on the first boot only), the MQTT connection and an "online" post. Raises IotError when it cannot;
     a refused or failed connection is retried on the session's policy (README: Life after online)."""
     from aliyun_iot import boot_flow
 
     try:
-        s = boot_flow.run(cfg_path)
+        cfg, dn, cred, led = boot_flow.run(cfg_path, cred_path)
     finally:
-        forget("boot_flow")  # the boot's code is not held while connecting, nor after
+        forget("boot_flow")  # the boot's code is not held while registering or connecting, nor after
+    if cred is None:
+        from aliyun_iot import register
+
+        try:
+            cred = register.obtain(cfg, dn, cred_path)
+        finally:  # first-boot code: give its RAM back
+            forget("register", "https", "store", "creds", "dial", "link", "tls", "neterr")
+    state("connecting")
+    from aliyun_iot.session import Session
+
+    s = Session(cfg, cred)
+    s.led = led  # on until online
     while not s.online:
         s.check(1000)
     state("connected")
-    log("umqtt.simple API generation: %s" % s.link.generation)
     try:
         s.post_property({"online": 1})
-    except Exception as e:  # an IotError: the session stays; the application sees the next post's fate
+    except IotError as e:  # the session stays; the application sees the next post's fate
         log("online post failed (%s)" % e.code)
     state("online")
     if s.led:

@@ -1,12 +1,13 @@
-# Every boot: config, Wi-Fi, clock, the stored credential (registering on the
-# first boot only: aliyun_iot.register), then the session, ready to connect.
-# Each stage imports its modules and drops them when it is done, the way
-# _boot.py imports inisetup only on failure; aliyun_iot.connect() drops this
-# module before it connects. Failures are reported (and recovered) from here.
+# Every boot up to the credential: config, Wi-Fi (with a deadline), the clock
+# (TLS since MicroPython 1.22 checks certificate dates and the clock boots at
+# 2000-01-01), the stored credential. Each stage imports its modules and drops
+# them when it is done, the way _boot.py imports inisetup only on failure;
+# aliyun_iot.connect() drops this module before it registers (first boot only:
+# aliyun_iot.register) or connects. Failures are reported (and recovered) from
+# here.
 import time
 
-from aliyun_iot import forget, log, state, wdt
-from aliyun_iot.errors import IotError, StorageError
+from aliyun_iot import IotError, backoff_ms, forget, log, sleep_ms, state, watchdog
 
 
 def _led(cfg):
@@ -18,7 +19,7 @@ def _led(cfg):
 
 
 def run(cfg_path="config.json", cred_path="aliyun_iot.cred"):
-    """Boot to a Session ready to connect (aliyun_iot.connect() brings it online). Raises IotError
+    """Boot to (cfg, DeviceName, the stored credential or None, the LED pin or None). Raises IotError
     (never with a secret in it) when it cannot."""
     state("boot")
     from aliyun_iot import config
@@ -27,45 +28,79 @@ def run(cfg_path="config.json", cred_path="aliyun_iot.cred"):
     dn = config.device_name(cfg)
     del config
     forget("config")
+    if cfg["tls"]:
+        # The TLS context (the endpoint's root parsed), built on a near-empty heap and kept for every
+        # connection: the largest long-lived block is placed before anything can fragment the heap.
+        from aliyun_iot import tls
+
+        cfg["ctx"] = tls.for_host(cfg, cfg["host"])
+        del tls
+        forget("tls")
     led = _led(cfg)
     if led:
         led.value(1)  # on while working towards online
-    wdt.start(cfg["wdt_s"])
-    from aliyun_iot import net
-
-    net.wifi_up(cfg, log)
+    watchdog(cfg["wdt_s"])
+    wifi_up(cfg)
     state("wifi")
     if cfg["ntp"]:
-        net.set_clock(cfg, log)
+        set_clock(cfg)
         state("clock")
-    del net
-    forget("net")
     from aliyun_iot import store
 
     cred = store.load(cred_path)
     del store
     forget("store")
     if cred is not None and (cred["pk"] != cfg["product_key"] or cred["dn"] != dn):
-        raise StorageError(
-            "stored credential belongs to %s/%s but config.json says %s/%s" % (cred["pk"], cred["dn"],
-                                                                              cfg["product_key"], dn),
-            "mismatch",
-        )
+        raise IotError("stored credential belongs to %s/%s but config.json says %s/%s"
+                       % (cred["pk"], cred["dn"], cfg["product_key"], dn), "mismatch")
     if cred is None:
-        state("registering")
-        from aliyun_iot import register
-
-        cred = register.obtain(cfg, dn, cred_path, log, state)
-        del register
-        forget("register", "https", "store", "creds", "sign")  # first-boot code: give its RAM back
+        state("registering")  # aliyun_iot.connect() registers, once this module is dropped
     else:
         log("credential found for %s/%s (%s): registration skipped" % (cred["pk"], cred["dn"], cred["kind"]))
-    state("connecting")
-    from aliyun_iot.session import Session
+    return cfg, dn, cred, led
 
-    s = Session(cfg, cred)
-    s.led = led  # on until online
-    return s
+
+def wifi_up(cfg):
+    """Join the configured network within cfg['timeout'] seconds (twice that for the first join)."""
+    if not cfg["wifi_ssid"]:
+        log("no wifi_ssid configured: using the network as it is")
+        return
+    import network
+
+    wlan = network.WLAN(network.STA_IF)
+    wlan.active(True)
+    if wlan.isconnected():
+        return
+    wlan.connect(cfg["wifi_ssid"], cfg["wifi_password"])
+    limit = cfg["timeout"] * 2000
+    t0 = time.ticks_ms()
+    while not wlan.isconnected():
+        st = wlan.status()
+        if st == getattr(network, "STAT_WRONG_PASSWORD", -1):
+            raise IotError("Wi-Fi %r refused the password" % cfg["wifi_ssid"], "wifi_auth")
+        if st == getattr(network, "STAT_NO_AP_FOUND", -1):
+            raise IotError("Wi-Fi network %r not found" % cfg["wifi_ssid"], "wifi_noap", True)
+        if time.ticks_diff(time.ticks_ms(), t0) > limit:
+            wlan.disconnect()
+            raise IotError("Wi-Fi %r not joined within %d ms" % (cfg["wifi_ssid"], limit), "wifi_timeout",
+                           True)
+        sleep_ms(50)
+
+
+def set_clock(cfg, tries=3):
+    """Set the RTC from NTP, a few tries with a growing pause."""
+    import ntptime
+
+    ntptime.timeout = min(cfg["timeout"], 5)
+    for i in range(tries):
+        try:
+            ntptime.settime()
+            return
+        except OSError as e:
+            log("clock: NTP attempt %d failed: %s" % (i + 1, e))
+            if i + 1 < tries:
+                sleep_ms(500 << i)
+    raise IotError("clock not set: NTP gave no answer in %d tries (TLS needs the date)" % tries, "ntp", True)
 
 
 def fail(e):
@@ -103,9 +138,9 @@ def recover(e):
     if isinstance(e, MemoryError):
         d = 1000
     elif isinstance(e, IotError) and not e.retry:
-        d = wdt.backoff_ms(16, 1000, cfg["refused_cap_s"] * 1000)
+        d = backoff_ms(16, 1000, cfg["refused_cap_s"] * 1000)
     else:
-        d = wdt.backoff_ms(6)
+        d = backoff_ms(6)
     log("restarting in %d s" % (d // 1000))
     led = _led(cfg)
     t0 = time.ticks_ms()
@@ -113,8 +148,8 @@ def recover(e):
         for v in (1, 0, 1, 0, 1, 0):
             if led:
                 led.value(v)
-            wdt.sleep_ms(100)
-        wdt.sleep_ms(500)
+            sleep_ms(100)
+        sleep_ms(500)
     import machine
 
     machine.reset()

@@ -6,7 +6,7 @@
 # dropped.
 import json
 
-from aliyun_iot.errors import ConfigError
+from aliyun_iot import IotError
 
 _MAX_FILE = 4096  # no const(): the host tools import this module on CPython
 # key: (type: s str, i int, b bool; default). product_key and product_secret are required.
@@ -54,40 +54,40 @@ _DN_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_@.:
 
 def _range(k, v, lo, hi):
     if not lo <= v <= hi:
-        raise ConfigError("%s must be an integer from %d to %d, got %d" % (k, lo, hi, v))
+        raise IotError("%s must be an integer from %d to %d, got %d" % (k, lo, hi, v), "config")
 
 
 def validate(raw):
     """A new dict of raw with defaults filled; ConfigError names the key and what is allowed."""
     if not isinstance(raw, dict):
-        raise ConfigError("config must be a JSON object")
+        raise IotError("config must be a JSON object", "config")
     for k in raw:
         if k not in SPEC:
-            raise ConfigError("unknown key %r; allowed keys: %s" % (k, ", ".join(SPEC)))
+            raise IotError("unknown key %r; allowed keys: %s" % (k, ", ".join(SPEC)), "config")
     cfg = {}
     for k, (t, default) in SPEC.items():
         v = raw.get(k)
         if v is None:
             if k in ("product_key", "product_secret"):
-                raise ConfigError(k + " is required")
+                raise IotError(k + " is required", "config")
             v = default
         else:
             b = v is True or v is False
             if b != (t == "b") or not b and not isinstance(v, str if t == "s" else int):
-                raise ConfigError("%s must be of type %s, got %s" % (k, _TYPES[t], type(v).__name__))
+                raise IotError("%s must be of type %s, got %s" % (k, _TYPES[t], type(v).__name__), "config")
         cfg[k] = v
     for k, (lo, hi) in RANGES.items():
         if cfg[k] is not None:
             _range(k, cfg[k], lo, hi)
     for k, allowed in CHOICES.items():
         if cfg[k] not in allowed:
-            raise ConfigError("%s must be one of %s, got %r" % (k, ", ".join(allowed), cfg[k]))
+            raise IotError("%s must be one of %s, got %r" % (k, ", ".join(allowed), cfg[k]), "config")
     for k in ("product_key", "product_secret"):
         if not cfg[k]:
-            raise ConfigError(k + " must not be empty")
+            raise IotError(k + " must not be empty", "config")
     dn = cfg["device_name"]
     if dn is not None and not valid_device_name(dn):
-        raise ConfigError("device_name must be 4 to 32 characters of letters, digits and -_@.:")
+        raise IotError("device_name must be 4 to 32 characters of letters, digits and -_@.:", "config")
     # The watchdog must outlast the longest wait of a connection attempt (DNS, TCP, TLS, CONNACK: about
     # 4 timeouts); unset: 120 s or 6 timeouts; 0: off.
     lo = max(30, 6 * cfg["timeout"])
@@ -99,22 +99,30 @@ def validate(raw):
 
 
 def load(path="config.json"):
-    """Read and check the board's config file."""
+    """Read and check the board's config file; host and port are resolved to the MQTT endpoint."""
     import os
 
     try:
         size = os.stat(path)[6]
     except OSError:
-        raise ConfigError("%s not found on the board; provision it first" % path, "config_missing")
+        raise IotError("%s not found on the board; provision it first" % path, "config_missing")
     if size > _MAX_FILE:
-        raise ConfigError("%s is larger than %d bytes" % (path, _MAX_FILE))
+        raise IotError("%s is larger than %d bytes" % (path, _MAX_FILE), "config")
     with open(path, "rb") as f:
         data = f.read(size)
     try:
         raw = json.loads(data)
     except ValueError:
-        raise ConfigError("%s is not valid JSON" % path)
-    return validate(raw)
+        raise IotError("%s is not valid JSON" % path, "config")
+    cfg = validate(raw)
+    # The MQTT endpoint, resolved once: a connection uses host and port only.
+    if not cfg["host"]:
+        if cfg["instance_id"]:
+            cfg["host"] = cfg["instance_id"] + ".mqtt.iothub.aliyuncs.com"
+        else:
+            cfg["host"] = "%s.iot-as-mqtt.%s.aliyuncs.com" % (cfg["product_key"], cfg["region"])
+    cfg["port"] = cfg["port"] or (8883 if cfg["tls"] else 1883)
+    return cfg
 
 
 def valid_device_name(dn):

@@ -1,69 +1,62 @@
-# Login triples (clientId, username, password) for each kind of MQTT login,
-# and the HTTPS registration form. Pure functions: no I/O but os.urandom.
-import os
+# The platform's request signature (HMAC over hashlib: stock ESP32 firmware
+# has no hmac module) and the MQTT login triples (clientId, username,
+# password) of a stored credential. Pure functions, no I/O. Registration's own
+# logins are in register.py and https.py, which use sign() from here.
+import hashlib
 from binascii import hexlify
 
-from aliyun_iot.errors import ConfigError
-from aliyun_iot.sign import sign
+from micropython import const
 
-_MAX_PREFIX = 64
+from aliyun_iot import IotError
+
+_HASHES = {"hmacsha256": hashlib.sha256, "hmacsha1": hashlib.sha1, "hmacmd5": hashlib.md5}
+_MAX_PREFIX = const(64)
 # The timestamp is salt only; the C SDK sends this fixed value.
 TIMESTAMP = "2524608000000"
 
 
-def fresh_random():
-    """A new random value for one registration attempt (16 hex digits from os.urandom)."""
-    return hexlify(os.urandom(8)).decode()
+def hmac_digest(method, key, msg):
+    """Raw HMAC digest of msg keyed by key; method is hmacsha256, hmacsha1 or hmacmd5."""
+    h = _HASHES.get(method)
+    if h is None:
+        raise IotError("sign_method %r not supported; allowed: %s" % (method, ", ".join(_HASHES)), "config")
+    key = key if isinstance(key, (bytes, bytearray)) else key.encode()
+    # All three hashes have a 64-byte block; longer keys are hashed first (RFC 2104).
+    if len(key) > 64:
+        key = h(key).digest()
+    key = key + bytes(64 - len(key))
+    inner = h(bytes(b ^ 0x36 for b in key))
+    inner.update(msg if isinstance(msg, (bytes, bytearray)) else msg.encode())
+    outer = h(bytes(b ^ 0x5C for b in key))
+    outer.update(inner.digest())
+    return outer.digest()
 
 
-def _prefix(p):
+def plaintext(params):
+    """The signed string: names sorted, name+value concatenated, no separator."""
+    return "".join(k + str(params[k]) for k in sorted(params))
+
+
+def sign(method, secret, params):
+    """Lower-case hex HMAC of the platform's plaintext of params, keyed by secret."""
+    return hexlify(hmac_digest(method, secret, plaintext(params))).decode()
+
+
+def prefix(p):
+    """p checked as the identity part of a clientId."""
     if not 0 < len(p) <= _MAX_PREFIX:
-        raise ConfigError("clientId prefix %r must be 1 to %d characters" % (p, _MAX_PREFIX))
+        raise IotError("clientId prefix %r must be 1 to %d characters" % (p, _MAX_PREFIX), "config")
     return p
 
 
-def register_login(pk, ps, dn, method, rnd, auth_type="register", instance_id=None):
-    """clientId, username, password for dynamic registration (authType register or regnwl)."""
-    opts = "securemode=2,authType=%s,signmethod=%s,random=%s" % (auth_type, method, rnd)
-    if instance_id:
-        opts += ",instanceId=" + instance_id
-    cid = "%s|%s|" % (_prefix(dn + "." + pk), opts)
-    pw = sign(method, ps, {"deviceName": dn, "productKey": pk, "random": rnd})
-    return cid, dn + "&" + pk, pw
-
-
-def secret_login(pk, dn, ds, method, tls=True):
-    """clientId, username, password for a normal connection with a DeviceSecret."""
-    ident = _prefix(pk + "." + dn)
-    opts = "securemode=%d,signmethod=%s,timestamp=%s" % (2 if tls else 3, method, TIMESTAMP)
-    pw = sign(method, ds, {"clientId": ident, "deviceName": dn, "productKey": pk, "timestamp": TIMESTAMP})
-    return "%s|%s|" % (ident, opts), dn + "&" + pk, pw
-
-
-def token_login(pk, dn, client_id, token):
-    """clientId, username, password for a connwl connection with a regnwl deviceToken."""
-    return "%s|securemode=-2,authType=connwl|" % client_id, dn + "&" + pk, token
-
-
 def login_for(cred, cfg):
-    """The login triple for a stored credential (see store.py)."""
+    """clientId, username, password of a normal connection with a stored credential (see store.py): a
+    DeviceSecret's signed login, or a regnwl deviceToken's connwl login."""
+    pk, dn = cred["pk"], cred["dn"]
     if cred["kind"] == "token":
-        return token_login(cred["pk"], cred["dn"], cred["cid"], cred["tok"])
-    return secret_login(cred["pk"], cred["dn"], cred["ds"], cfg["sign_method"], cfg["tls"])
-
-
-def _quote(s):
-    out = []
-    for c in s.encode():
-        if (48 <= c <= 57) or (65 <= c <= 90) or (97 <= c <= 122) or c in b"-_.~":
-            out.append(chr(c))
-        else:
-            out.append("%%%02X" % c)
-    return "".join(out)
-
-
-def https_form(pk, ps, dn, rnd, method="hmacsha256"):
-    """The url-encoded body of POST /auth/register/device."""
-    sig = sign(method, ps, {"deviceName": dn, "productKey": pk, "random": rnd})
-    fields = (("productKey", pk), ("deviceName", dn), ("random", rnd), ("sign", sig), ("signMethod", method))
-    return "&".join(k + "=" + _quote(v) for k, v in fields).encode()
+        return "%s|securemode=-2,authType=connwl|" % cred["cid"], dn + "&" + pk, cred["tok"]
+    ident = prefix(pk + "." + dn)
+    method = cfg["sign_method"]
+    opts = "securemode=%d,signmethod=%s,timestamp=%s" % (2 if cfg["tls"] else 3, method, TIMESTAMP)
+    return "%s|%s|" % (ident, opts), dn + "&" + pk, sign(method, cred["ds"], {
+        "clientId": ident, "deviceName": dn, "productKey": pk, "timestamp": TIMESTAMP})

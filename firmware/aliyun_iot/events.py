@@ -2,6 +2,8 @@
 # a property set from the cloud, and the application's own failures.
 import json
 
+from aliyun_iot import log
+
 
 def report(s, e):
     """Hand e to the application's on_error, or log it (with the traceback of a bug)."""
@@ -12,7 +14,7 @@ def report(s, e):
         import sys
 
         sys.print_exception(e)
-    s.log("application error %s: %s" % (getattr(e, "code", type(e).__name__), e))
+    log("application error %s: %s" % (getattr(e, "code", type(e).__name__), e))
 
 
 def property_set(s, topic, payload):
@@ -21,10 +23,10 @@ def property_set(s, topic, payload):
         r = json.loads(payload)
         mid, params = r["id"], r["params"]
     except (ValueError, KeyError, TypeError):
-        s.log("property set ignored: not an Alink request")
+        log("property set ignored: not an Alink request")
         return
     try:
-        code = s._on_set(params)
+        code = s.on_set(params)
     except MemoryError:
         raise
     except Exception as e:  # the application's bug: reported, answered with 500

@@ -4,10 +4,9 @@
 import json
 import socket
 
-from aliyun_iot import forget, tls
+from aliyun_iot import IotError, forget, tls
 from aliyun_iot.dial import nodelay
-from aliyun_iot.errors import BadReply, IotError, NetworkError
-from aliyun_iot.mqtt import Link
+from aliyun_iot.link import Link
 from aliyun_iot.neterr import classify
 from aliyun_iot.register import check_reply
 
@@ -23,12 +22,12 @@ def _post(cfg, host, port, body):
     try:
         addr = socket.getaddrinfo(host, port)[0][-1]
     except OSError as e:
-        raise NetworkError("DNS lookup of %s failed: %s" % (host, e), "dns")
+        raise IotError("DNS lookup of %s failed: %s" % (host, e), "dns", True)
     raw = socket.socket()
     sock = None
     try:
         raw.settimeout(cfg["timeout"])
-        nodelay(raw, socket)
+        nodelay(raw)
         raw.connect(addr)
         sock = Link(
             tls.for_host(cfg, host)[0].wrap_socket(raw, server_hostname=host),
@@ -61,19 +60,21 @@ def _read_response(sock):
             return buf
         buf += b
         if len(buf) > _MAX_RESPONSE:
-            raise BadReply("HTTPS registration response headers larger than %d bytes" % _MAX_RESPONSE)
+            raise IotError("HTTPS registration response headers larger than %d bytes" % _MAX_RESPONSE,
+                           "bad_reply", True)
     size = None
     for line in buf.split(b"\r\n"):
         if line.lower().startswith(b"content-length:"):
             v = line[15:].strip()
             size = int(v) if v.isdigit() else -1
     if size is not None and not 0 <= size <= _MAX_RESPONSE:
-        raise BadReply("HTTPS registration response body length is invalid or over %d bytes" % _MAX_RESPONSE)
+        raise IotError("HTTPS registration response body length is invalid or over %d bytes" % _MAX_RESPONSE,
+                       "bad_reply", True)
     end = buf.find(b"\r\n\r\n") + 4
     want = (_MAX_RESPONSE if size is None else size) - (len(buf) - end)
     rest = sock.read(want) if want > 0 else b""
     if size is None and len(rest) >= want:
-        raise BadReply("HTTPS registration response larger than %d bytes" % _MAX_RESPONSE)
+        raise IotError("HTTPS registration response larger than %d bytes" % _MAX_RESPONSE, "bad_reply", True)
     return buf + rest
 
 
@@ -81,22 +82,22 @@ def parse_response(data, pk, dn):
     """The credential from an HTTP response to the registration POST."""
     end = data.find(b"\r\n\r\n")
     if end < 0:
-        raise BadReply("HTTPS registration response is not HTTP")
+        raise IotError("HTTPS registration response is not HTTP", "bad_reply", True)
     head, body = data[:end], data[end + 4 :]
     status = head.split(b"\r\n", 1)[0].split(b" ")
     if len(status) < 2 or not status[0].startswith(b"HTTP/"):
-        raise BadReply("HTTPS registration response is not HTTP")
+        raise IotError("HTTPS registration response is not HTTP", "bad_reply", True)
     code = int(status[1]) if status[1].isdigit() else 0
     if code >= 500:
-        raise NetworkError("HTTPS registration: server error %d" % code, "http%d" % code)
+        raise IotError("HTTPS registration: server error %d" % code, "http%d" % code, True)
     if code != 200:
         raise IotError("HTTPS registration refused with HTTP %d" % code, "http%d" % code)
     try:
         d = json.loads(body)
     except ValueError:
-        raise BadReply("HTTPS registration response body is not JSON")
+        raise IotError("HTTPS registration response body is not JSON", "bad_reply", True)
     if not isinstance(d, dict):
-        raise BadReply("HTTPS registration response body is not a JSON object")
+        raise IotError("HTTPS registration response body is not a JSON object", "bad_reply", True)
     c = d.get("code")
     if c == 6289:
         raise IotError(
@@ -111,8 +112,18 @@ def parse_response(data, pk, dn):
         )
     data = d.get("data")
     if not isinstance(data, dict):
-        raise BadReply("HTTPS registration response has no data object")
+        raise IotError("HTTPS registration response has no data object", "bad_reply", True)
     return check_reply(data, pk, dn, "register")
+
+
+def _quote(s):
+    out = []
+    for c in s.encode():
+        if (48 <= c <= 57) or (65 <= c <= 90) or (97 <= c <= 122) or c in b"-_.~":
+            out.append(chr(c))
+        else:
+            out.append("%%%02X" % c)
+    return "".join(out)
 
 
 def register_once(cfg, dn):
@@ -120,8 +131,14 @@ def register_once(cfg, dn):
     pk = cfg["product_key"]
     host, port = endpoint(cfg)
     from aliyun_iot import creds
+    from aliyun_iot.register import fresh_random
 
-    body = creds.https_form(pk, cfg["product_secret"], dn, creds.fresh_random(), cfg["sign_method"])
+    rnd = fresh_random()
+    method = cfg["sign_method"]
+    sig = creds.sign(method, cfg["product_secret"], {"deviceName": dn, "productKey": pk, "random": rnd})
     del creds
-    forget("creds", "sign")  # not in RAM during the TLS handshake
+    forget("creds")  # not in RAM during the TLS handshake
+    # The url-encoded form of POST /auth/register/device.
+    fields = (("productKey", pk), ("deviceName", dn), ("random", rnd), ("sign", sig), ("signMethod", method))
+    body = "&".join(k + "=" + _quote(v) for k, v in fields).encode()
     return parse_response(_post(cfg, host, port, body), pk, dn)

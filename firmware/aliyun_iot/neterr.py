@@ -1,6 +1,6 @@
 # Socket, TLS and DNS failures as the package's errors. Imported only when a
 # failure happens, so that the running session does not hold it.
-from aliyun_iot.errors import IotError, NetworkError, Timeout, TlsError
+from aliyun_iot import IotError
 
 _TIMEOUT = (11, 110, 116)  # EAGAIN, ETIMEDOUT (Linux), ETIMEDOUT (the ESP32's newlib)
 # mbedTLS codes meaning "the peer does not speak TLS as expected": a retry meets the same peer.
@@ -15,20 +15,20 @@ def classify(e, what):
         return e
     if isinstance(e, ValueError):
         # MicroPython's ssl reports a certificate that fails verification so.
-        return TlsError("%s: TLS certificate verification failed: %s" % (what, str(e).strip()), "tls_verify")
+        return IotError("%s: TLS certificate verification failed: %s" % (what, str(e).strip()), "tls_verify")
     if not isinstance(e, OSError):
         return None
     c = e.args[0] if e.args else 0
     if c in _TIMEOUT:
-        return Timeout(what + ": timed out")
+        return IotError(what + ": timed out", "timeout", True)
     if c in _TLS_FATAL:
-        return TlsError("%s: the server does not speak TLS as expected (%s)" % (what, e), "tls_protocol")
+        return IotError("%s: the server does not speak TLS as expected (%s)" % (what, e), "tls_protocol")
     if c in _TLS_NOMEM:
-        return NetworkError(what + ": TLS out of memory", "tls_nomem")
+        return IotError(what + ": TLS out of memory", "tls_nomem", True)
     if c == -0x7280:
-        return NetworkError(what + ": closed in the TLS handshake (a cut, or not a TLS port)", "tls_eof")
+        return IotError(what + ": closed in the TLS handshake (a cut, or not a TLS port)", "tls_eof", True)
     if isinstance(c, int) and c < -0x1000:
-        return NetworkError("%s: TLS handshake failed (mbedTLS -0x%04x)" % (what, -c), "tls_handshake")
-    return NetworkError("%s: %s" % (what, e))
+        return IotError("%s: TLS handshake failed (mbedTLS -0x%04x)" % (what, -c), "tls_handshake", True)
+    return IotError("%s: %s" % (what, e), "network", True)
 
 

@@ -10,11 +10,9 @@ import time
 
 from micropython import const
 
-from aliyun_iot import forget, wdt
+from aliyun_iot import IotError, backoff_ms, forget, log, sleep_ms, state
 from aliyun_iot.dial import dial
-from aliyun_iot.errors import BadReply, IotError, Timeout
 
-_PUBLISH = const(0x30)
 _MAX_REPLY = const(512)
 _TOPICS = (b"/ext/register", b"/ext/regnwl")
 
@@ -22,7 +20,8 @@ _TOPICS = (b"/ext/register", b"/ext/regnwl")
 def _text(d, key, hi):
     v = d.get(key)
     if not isinstance(v, str) or not 0 < len(v) <= hi or not all(" " < c <= "~" for c in v):
-        raise BadReply("registration reply has no valid %s (1 to %d printable characters)" % (key, hi))
+        raise IotError("registration reply has no valid %s (1 to %d printable characters)" % (key, hi),
+                       "bad_reply", True)
     return v
 
 
@@ -31,16 +30,16 @@ def parse_reply(payload, pk, dn, mode):
     try:
         d = json.loads(payload)
     except ValueError:
-        raise BadReply("registration reply is not JSON")
+        raise IotError("registration reply is not JSON", "bad_reply", True)
     return check_reply(d, pk, dn, mode)
 
 
 def check_reply(d, pk, dn, mode):
     """The credential dict from a decoded reply object."""
     if not isinstance(d, dict):
-        raise BadReply("registration reply is not a JSON object")
+        raise IotError("registration reply is not a JSON object", "bad_reply", True)
     if d.get("productKey") != pk or d.get("deviceName") != dn:
-        raise BadReply("registration reply names another device")
+        raise IotError("registration reply names another device", "bad_reply", True)
     if mode == "regnwl":
         return {
             "kind": "token",
@@ -52,42 +51,57 @@ def check_reply(d, pk, dn, mode):
     return {"kind": "secret", "pk": pk, "dn": dn, "ds": _text(d, "deviceSecret", 128)}
 
 
+def fresh_random():
+    """A new random value for one registration attempt (16 hex digits from os.urandom)."""
+    import os
+    from binascii import hexlify
+
+    return hexlify(os.urandom(8)).decode()
+
+
 def register_once(cfg, dn):
     """One registration attempt over MQTT; returns the credential dict."""
     pk = cfg["product_key"]
     mode = cfg["mode"]
     from aliyun_iot import creds
 
-    login = creds.register_login(
-        pk, cfg["product_secret"], dn, cfg["sign_method"], creds.fresh_random(), mode, cfg["instance_id"]
-    )
+    # The clientId, username and password of a registration (authType register or regnwl).
+    rnd = fresh_random()
+    method = cfg["sign_method"]
+    opts = "securemode=2,authType=%s,signmethod=%s,random=%s" % (mode, method, rnd)
+    if cfg["instance_id"]:
+        opts += ",instanceId=" + cfg["instance_id"]
+    login = ("%s|%s|" % (creds.prefix(dn + "." + pk), opts), dn + "&" + pk,
+             creds.sign(method, cfg["product_secret"], {"deviceName": dn, "productKey": pk, "random": rnd}))
     del creds
-    forget("creds", "sign")  # not in RAM during the TLS handshake
+    forget("creds")  # not in RAM during the TLS handshake
     # A keepalive the platform accepts on any login, though this session lasts seconds.
-    link = dial(cfg, login, True, cfg["keepalive"], _MAX_REPLY + 64, "registration")
+    link = dial(cfg, login, True, cfg["keepalive"], _MAX_REPLY + 64, "registration")[0]
     try:
         limit = cfg["timeout"] * 1000
         t0 = time.ticks_ms()
         while True:
             try:
                 if time.ticks_diff(time.ticks_ms(), t0) > limit:
-                    raise Timeout("")
-                hdr, body = link.read_packet()
-            except Timeout:
-                raise Timeout("no registration reply within %d s" % cfg["timeout"])
-            if hdr & 0xF0 != _PUBLISH:
-                continue  # e.g. a PINGRESP: not the reply
-            topic, payload = link.parse_publish(hdr, body)
+                    raise IotError("", "timeout", True)
+                hdr, topic, payload = link.recv()
+            except IotError as e:
+                if e.code != "timeout":
+                    raise
+                raise IotError("no registration reply within %d s" % cfg["timeout"], "timeout", True)
+            if payload is None:
+                continue  # not a PUBLISH (e.g. a PINGRESP): not the reply
             if topic not in _TOPICS:
-                raise BadReply("registration reply on unexpected topic %s" % topic.decode())
+                raise IotError("registration reply on unexpected topic %s" % topic.decode(), "bad_reply",
+                               True)
             if len(payload) > _MAX_REPLY:
-                raise BadReply("registration reply larger than %d bytes" % _MAX_REPLY)
+                raise IotError("registration reply larger than %d bytes" % _MAX_REPLY, "bad_reply", True)
             return parse_reply(payload, pk, dn, mode)
     finally:
         link.close()
 
 
-def obtain(cfg, dn, path, log, state):
+def obtain(cfg, dn, path):
     """Register (retrying what a retry can fix, with capped backoff and jitter; stopping at once on
     anything else), store the credential, and return it."""
     if cfg["mode"] == "https":
@@ -108,10 +122,10 @@ def obtain(cfg, dn, path, log, state):
         except IotError as e:
             if not e.retry or attempt >= cfg["attempts"]:
                 raise
-            d = wdt.backoff_ms(attempt - 1, cfg["backoff_ms"])
+            d = backoff_ms(attempt - 1, cfg["backoff_ms"])
             log("attempt %d failed: %s (%s); retrying in %d ms" % (attempt, e.msg, e.code, d))
             e = None
-            wdt.sleep_ms(d)
+            sleep_ms(d)
             gc.collect()  # the next TLS handshake wants large blocks (tls_nomem: out of RAM)
     from aliyun_iot import store
 

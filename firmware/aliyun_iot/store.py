@@ -7,7 +7,7 @@ import json
 import os
 from binascii import hexlify
 
-from aliyun_iot.errors import StorageError
+from aliyun_iot import IotError
 
 PATH = "aliyun_iot.cred"
 _VERSION = 1
@@ -22,12 +22,12 @@ def _check(cred):
     kind = cred.get("kind")
     names = _FIELDS.get(kind)
     if names is None:
-        raise StorageError("credential kind must be secret or token, got %r" % (kind,), "corrupt")
+        raise IotError("credential kind must be secret or token, got %r" % (kind,), "corrupt")
     parts = [str(_VERSION), kind]
     for k in ("pk", "dn") + names:
         v = cred.get(k)
         if not isinstance(v, str) or not 0 < len(v) <= _MAX_FIELD:
-            raise StorageError("credential field %s missing or invalid" % k, "corrupt")
+            raise IotError("credential field %s missing or invalid" % k, "corrupt")
         parts.append(v)
     return hexlify(hashlib.sha256("\n".join(parts).encode()).digest()).decode()[:16]
 
@@ -42,18 +42,18 @@ def encode(cred):
 
 
 def decode(data):
-    """The credential dict in data; StorageError('corrupt') if it is damaged in any way."""
+    """The credential dict in data; IotError('corrupt', "storage") if it is damaged in any way."""
     try:
         d = json.loads(data)
     except ValueError:
-        raise StorageError("credential file is corrupt (not JSON)", "corrupt")
+        raise IotError("credential file is corrupt (not JSON)", "corrupt")
     if not isinstance(d, dict) or d.get("v") != _VERSION:
-        raise StorageError("credential file is corrupt or of an unknown version", "corrupt")
+        raise IotError("credential file is corrupt or of an unknown version", "corrupt")
     cred = {"kind": d.get("kind"), "pk": d.get("pk"), "dn": d.get("dn")}
     for k in _FIELDS.get(d.get("kind"), ()):
         cred[k] = d.get(k)
     if d.get("chk") != _check(cred):
-        raise StorageError("credential file is corrupt (check value mismatch)", "corrupt")
+        raise IotError("credential file is corrupt (check value mismatch)", "corrupt")
     return cred
 
 
@@ -64,13 +64,13 @@ def load(path=PATH):
     except OSError as e:
         if e.args[0] == _ENOENT:
             return None
-        raise StorageError("cannot open %s: %s" % (path, e), "io")
+        raise IotError("cannot open %s: %s" % (path, e), "io")
     try:
         data = f.read(_MAX_FILE + 1)
     finally:
         f.close()
     if len(data) > _MAX_FILE:
-        raise StorageError("credential file is corrupt (too large)", "corrupt")
+        raise IotError("credential file is corrupt (too large)", "corrupt")
     return decode(data)
 
 
@@ -89,11 +89,8 @@ def save(cred, path=PATH, overwrite=False):
         if old == cred:
             return
         if old is not None:
-            raise StorageError(
-                "a credential for %s/%s is already stored; refusing to replace it without overwrite"
-                % (old["pk"], old["dn"]),
-                "exists",
-            )
+            raise IotError("a credential for %s/%s is already stored; refusing to replace it without "
+                           "overwrite" % (old["pk"], old["dn"]), "exists")
     tmp = path + ".tmp"
     try:
         with open(tmp, "wb") as f:
@@ -104,7 +101,7 @@ def save(cred, path=PATH, overwrite=False):
     except OSError as e:
         _remove(tmp)
         if e.args[0] == _ENOSPC:
-            raise StorageError("flash is full: credential not written, previous state kept", "full")
-        raise StorageError("writing the credential failed: %s" % e, "io")
+            raise IotError("flash is full: credential not written, previous state kept", "full")
+        raise IotError("writing the credential failed: %s" % e, "io")
     if load(path) != cred:
-        raise StorageError("credential read back differs from what was written", "verify")
+        raise IotError("credential read back differs from what was written", "verify")

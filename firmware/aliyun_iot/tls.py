@@ -4,7 +4,7 @@ import os
 import ssl
 from binascii import a2b_base64
 
-from aliyun_iot.errors import ConfigError
+from aliyun_iot import IotError
 
 _MAX_CA_FILE = 16384
 
@@ -15,22 +15,22 @@ def split_der(data):
     i = 0
     while i < len(data):
         if data[i] != 0x30 or i + 2 > len(data):
-            raise ConfigError("ca file is neither DER nor PEM certificates")
+            raise IotError("ca file is neither DER nor PEM certificates", "config")
         n = data[i + 1]
         if n < 0x80:
             head, size = 2, n
         else:
             k = n & 0x7F
             if not 1 <= k <= 3:
-                raise ConfigError("ca file holds a malformed DER certificate")
+                raise IotError("ca file holds a malformed DER certificate", "config")
             head, size = 2 + k, int.from_bytes(data[i + 2 : i + 2 + k], "big")
         end = i + head + size
         if end > len(data):
-            raise ConfigError("ca file holds a truncated DER certificate")
+            raise IotError("ca file holds a truncated DER certificate", "config")
         out.append(data[i:end])
         i = end
     if not out:
-        raise ConfigError("ca file holds no certificate")
+        raise IotError("ca file holds no certificate", "config")
     return out
 
 
@@ -40,7 +40,7 @@ def _pem_to_der(text):
         body = block.split(b"-----END CERTIFICATE-----")[0]
         out.append(a2b_base64(b"".join(body.split())))
     if not out:
-        raise ConfigError("ca file holds no PEM certificate")
+        raise IotError("ca file holds no PEM certificate", "config")
     return out
 
 
@@ -63,9 +63,9 @@ def roots(cfg, host=""):
     try:
         size = os.stat(path)[6]
     except OSError:
-        raise ConfigError("ca file %s not found on the board" % path)
+        raise IotError("ca file %s not found on the board" % path, "config")
     if size > _MAX_CA_FILE:
-        raise ConfigError("ca file %s is larger than %d bytes" % (path, _MAX_CA_FILE))
+        raise IotError("ca file %s is larger than %d bytes" % (path, _MAX_CA_FILE), "config")
     with open(path, "rb") as f:
         data = f.read(size)  # read(n) allocates n up front: ask for what is there
     if data.startswith(b"-----BEGIN"):

@@ -1,11 +1,10 @@
 # Every bad config.json is refused before the network is touched: argv[1] is a
 # JSON file of cases {"name", "config", "key"}; for each, boot_flow.run() must
-# raise ConfigError naming the key, with network.WLAN never constructed.
+# raise IotError naming the key, with network.WLAN never constructed.
 import devkit
 import network
 
-from aliyun_iot import boot_flow
-from aliyun_iot.errors import ConfigError
+from aliyun_iot import IotError, boot_flow
 
 
 class _NoRadio:
@@ -23,9 +22,10 @@ for case in cases:
     try:
         boot_flow.run()
         devkit.fail(case["name"], "accepted")
-    except ConfigError as e:
+    except IotError as e:
         devkit.check(
-            case["name"], case["key"] in e.msg, "message does not name %s: %s" % (case["key"], e.msg)
+            case["name"], case["key"] in e.msg and e.code.startswith("config"),
+            "message does not name %s: %s (%s)" % (case["key"], e.msg, e.code)
         )
     except Exception as e:  # noqa: BLE001 - anything else is the failure being reported
         devkit.fail(case["name"], "%s: %s" % (type(e).__name__, e))

@@ -20,8 +20,7 @@ import devkit
 
 vfs = devkit.require_lfs2()
 
-from aliyun_iot import store
-from aliyun_iot.errors import IotError
+from aliyun_iot import IotError, store
 
 _EIO = 5
 _BLOCK = 4096  # the ESP32's flash sector

@@ -9,9 +9,8 @@ import time
 import devkit
 
 import aliyun_iot
-from aliyun_iot import config, store
+from aliyun_iot import backoff_ms, config, store
 from aliyun_iot.session import Session
-from aliyun_iot.wdt import backoff_ms
 
 
 def until(cond, ms=3000):

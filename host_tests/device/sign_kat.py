@@ -7,7 +7,7 @@ from binascii import hexlify, unhexlify
 
 import devkit
 
-from aliyun_iot import sign
+from aliyun_iot import creds as sign
 
 # docs/protocol.md, "Known answers"
 kat1 = sign.sign(

@@ -1,5 +1,5 @@
 # Flash full during a credential write (littlefs on a small RAM block device,
-# unix port only): the write fails with StorageError "full", leaves no temp
+# unix port only): the write fails with IotError "full", leaves no temp
 # file, and the credential stored before stays readable and unchanged.
 import os
 
@@ -7,8 +7,7 @@ import devkit
 
 vfs = devkit.require_lfs2()
 
-from aliyun_iot import store
-from aliyun_iot.errors import StorageError
+from aliyun_iot import IotError, store
 
 _BS = 512
 
@@ -52,7 +51,7 @@ try:
 except OSError:
     pass
 new = {"kind": "secret", "pk": "a1Full", "dn": "full-dev", "ds": "B" * 100}
-e = devkit.raises("full-raises-storage-error", StorageError, store.save, new, store.PATH, True)
+e = devkit.raises("full-raises-storage-error", IotError, store.save, new, store.PATH, True)
 if e is not None:
     devkit.equal("full-code", e.code, "full")
 devkit.check("full-no-temp-left", store.PATH + ".tmp" not in os.listdir(), "temp file left behind")
