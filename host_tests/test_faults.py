@@ -349,7 +349,7 @@ def test_bad_config_refused_before_the_network(tmp_path, runtime):
 @pytest.mark.parametrize("code", [-0x7F00, -0x0010])
 def test_tls_out_of_memory_has_its_own_retryable_code(code):
     # mbedTLS SSL_ALLOC_FAILED / MPI_ALLOC_FAILED ("RSA - BIGNUM Memory allocation failed" on an ESP32)
-    from aliyun_iot.explain import hint
+    from aliyun_iot.fatal import hint
     from aliyun_iot.neterr import classify
 
     err = classify(OSError(code, "MBEDTLS_ERR"), "connection to h:8883")

@@ -10,7 +10,7 @@ _w = None  # the machine.WDT, once started
 
 
 class IotError(Exception):
-    """Every failure of the package: a short code (README: Troubleshooting; explain.py on the board) and
+    """Every failure of the package: a short code (README: Troubleshooting; fatal.py on the board) and
     whether trying again can help. Callers never retry what cannot succeed."""
 
     def __init__(self, msg, code="error", retry=False):
@@ -68,24 +68,7 @@ def connect(cfg_path="config.json", cred_path="aliyun_iot.cred"):
     """Bring the device online and return its Session: Wi-Fi, clock, the stored credential (registering
     on the first boot only), the MQTT connection and an "online" post. Raises IotError when it cannot;
     a refused or failed connection is retried on the session's policy (README: Life after online)."""
-    from aliyun_iot import boot_flow
-
-    try:
-        cfg, dn, cred, led = boot_flow.run(cfg_path, cred_path)
-    finally:
-        forget("boot_flow")  # the boot's code is not held while registering or connecting, nor after
-    if cred is None:
-        from aliyun_iot import register
-
-        try:
-            cred = register.obtain(cfg, dn, cred_path)
-        finally:  # first-boot code: give its RAM back
-            forget("register", "https", "store", "creds", "dial", "link", "tls", "neterr")
-    state("connecting")
-    from aliyun_iot.session import Session
-
-    s = Session(cfg, cred)
-    s.led = led  # on until online
+    s = _session(cfg_path, cred_path)
     while not s.online:
         s.check(1000)
     state("connected")
@@ -99,11 +82,36 @@ def connect(cfg_path="config.json", cred_path="aliyun_iot.cred"):
     return s
 
 
+# The boot runs in frames of their own. The collector scans the stack conservatively: a frame that is
+# still running keeps alive whatever its slots last pointed at (a stage's module, the whole config).
+# Once these return, nothing points at the boot's code or data, and forget() gives all of it back.
+
+
+def _session(cfg_path, cred_path):
+    cfg, dn, cred, led = _stage("boot_flow", "run", (), cfg_path, cred_path)
+    if cred is None:  # the first boot: registration's code is dropped once the credential is stored
+        cred = _stage("register", "obtain", ("https", "store", "creds", "dial", "link", "tls", "neterr"),
+                      cfg, dn, cred_path)
+    state("connecting")
+    from aliyun_iot.session import Session
+
+    s = Session(cfg, cred)
+    s.led = led  # on until online
+    return s
+
+
+def _stage(name, fn, drop, *args):
+    try:
+        return getattr(__import__("aliyun_iot." + name, None, None, (fn,)), fn)(*args)
+    finally:
+        forget(name, *drop)
+
+
 def recover(e):
     """Report exception e and reset the board when a retry can help (README: Life after online)."""
-    from aliyun_iot import boot_flow
+    from aliyun_iot import fatal
 
-    boot_flow.recover(e)
+    fatal.recover(e)
 
 
 def forget(*names):

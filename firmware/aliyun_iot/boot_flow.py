@@ -3,11 +3,11 @@
 # 2000-01-01), the stored credential. Each stage imports its modules and drops
 # them when it is done, the way _boot.py imports inisetup only on failure;
 # aliyun_iot.connect() drops this module before it registers (first boot only:
-# aliyun_iot.register) or connects. Failures are reported (and recovered) from
-# here.
+# aliyun_iot.register) or connects. Failures are reported and recovered by
+# aliyun_iot.fatal.
 import time
 
-from aliyun_iot import IotError, backoff_ms, forget, log, sleep_ms, state, watchdog
+from aliyun_iot import IotError, forget, log, sleep_ms, state, watchdog
 
 
 def _led(cfg):
@@ -101,55 +101,3 @@ def set_clock(cfg, tries=3):
             if i + 1 < tries:
                 sleep_ms(500 << i)
     raise IotError("clock not set: NTP gave no answer in %d tries (TLS needs the date)" % tries, "ntp", True)
-
-
-def fail(e):
-    """Report a fatal error on the console, with what its code means."""
-    state("failed")
-    if isinstance(e, IotError):
-        log("fatal %s code=%s: %s" % (type(e).__name__, e.code, e.msg))
-        from aliyun_iot.explain import hint
-
-        h = hint(e.code)
-        if h:
-            log("hint: " + h)
-    else:
-        # Not one of ours: a bug, or out of memory. The traceback is what a bug report needs.
-        import sys
-
-        sys.print_exception(e)
-        log("fatal %s code=internal: %s" % (type(e).__name__, e))
-
-
-def recover(e):
-    """Report e, show the fatal LED pattern, and reset the board. Never returns.
-
-    Out of memory: reset in 1 s. Retryable (the network): in 32 to 64 s. Not retryable (a refusal, a
-    config or storage problem): after the long cap (refused_cap_s, default 1 h), so that a device fixed
-    in the console comes back by itself."""
-    fail(e)
-    cfg = {"led_pin": None, "refused_cap_s": 3600}
-    try:
-        from aliyun_iot import config
-
-        cfg = config.load()
-    except Exception:  # a broken config is reported already; the defaults will do
-        pass
-    if isinstance(e, MemoryError):
-        d = 1000
-    elif isinstance(e, IotError) and not e.retry:
-        d = backoff_ms(16, 1000, cfg["refused_cap_s"] * 1000)
-    else:
-        d = backoff_ms(6)
-    log("restarting in %d s" % (d // 1000))
-    led = _led(cfg)
-    t0 = time.ticks_ms()
-    while time.ticks_diff(time.ticks_ms(), t0) < d:  # the fatal pattern lasts until the reset
-        for v in (1, 0, 1, 0, 1, 0):
-            if led:
-                led.value(v)
-            sleep_ms(100)
-        sleep_ms(500)
-    import machine
-
-    machine.reset()

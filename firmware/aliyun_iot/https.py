@@ -126,19 +126,22 @@ def _quote(s):
     return "".join(out)
 
 
-def register_once(cfg, dn):
-    """One HTTPS registration attempt; returns the credential dict."""
-    pk = cfg["product_key"]
-    host, port = endpoint(cfg)
+def _form(cfg, pk, dn):
+    # The url-encoded form of POST /auth/register/device, in a frame of its own (see register._login).
     from aliyun_iot import creds
     from aliyun_iot.register import fresh_random
 
     rnd = fresh_random()
     method = cfg["sign_method"]
     sig = creds.sign(method, cfg["product_secret"], {"deviceName": dn, "productKey": pk, "random": rnd})
-    del creds
-    forget("creds")  # not in RAM during the TLS handshake
-    # The url-encoded form of POST /auth/register/device.
     fields = (("productKey", pk), ("deviceName", dn), ("random", rnd), ("sign", sig), ("signMethod", method))
-    body = "&".join(k + "=" + _quote(v) for k, v in fields).encode()
+    return "&".join(k + "=" + _quote(v) for k, v in fields).encode()
+
+
+def register_once(cfg, dn):
+    """One HTTPS registration attempt; returns the credential dict."""
+    pk = cfg["product_key"]
+    host, port = endpoint(cfg)
+    body = _form(cfg, pk, dn)
+    forget("creds")  # not in RAM during the TLS handshake
     return parse_response(_post(cfg, host, port, body), pk, dn)

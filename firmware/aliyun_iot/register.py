@@ -59,28 +59,33 @@ def fresh_random():
     return hexlify(os.urandom(8)).decode()
 
 
-def register_once(cfg, dn):
-    """One registration attempt over MQTT; returns the credential dict."""
-    pk = cfg["product_key"]
-    mode = cfg["mode"]
+def _login(cfg, pk, dn, mode):
+    # The clientId, username and password of a registration (authType register or regnwl). A frame of its
+    # own: once it returns, nothing on the stack points at the signing code, which forget() then drops.
     from aliyun_iot import creds
 
-    # The clientId, username and password of a registration (authType register or regnwl).
     rnd = fresh_random()
     method = cfg["sign_method"]
     opts = "securemode=2,authType=%s,signmethod=%s,random=%s" % (mode, method, rnd)
     if cfg["instance_id"]:
         opts += ",instanceId=" + cfg["instance_id"]
-    login = ("%s|%s|" % (creds.prefix(dn + "." + pk), opts), dn + "&" + pk,
-             creds.sign(method, cfg["product_secret"], {"deviceName": dn, "productKey": pk, "random": rnd}))
-    del creds
+    return ("%s|%s|" % (creds.prefix(dn + "." + pk), opts), dn + "&" + pk,
+            creds.sign(method, cfg["product_secret"], {"deviceName": dn, "productKey": pk, "random": rnd}))
+
+
+def register_once(cfg, dn):
+    """One registration attempt over MQTT; returns the credential dict."""
+    pk = cfg["product_key"]
+    mode = cfg["mode"]
+    login = _login(cfg, pk, dn, mode)
     forget("creds")  # not in RAM during the TLS handshake
     # A keepalive the platform accepts on any login, though this session lasts seconds.
     link = dial(cfg, login, True, cfg["keepalive"], _MAX_REPLY + 64, "registration")[0]
     try:
         limit = cfg["timeout"] * 1000
         t0 = time.ticks_ms()
-        while True:
+        payload = None
+        while payload is None:  # not a PUBLISH (e.g. a PINGRESP): not the reply
             try:
                 if time.ticks_diff(time.ticks_ms(), t0) > limit:
                     raise IotError("", "timeout", True)
@@ -89,16 +94,13 @@ def register_once(cfg, dn):
                 if e.code != "timeout":
                     raise
                 raise IotError("no registration reply within %d s" % cfg["timeout"], "timeout", True)
-            if payload is None:
-                continue  # not a PUBLISH (e.g. a PINGRESP): not the reply
-            if topic not in _TOPICS:
-                raise IotError("registration reply on unexpected topic %s" % topic.decode(), "bad_reply",
-                               True)
-            if len(payload) > _MAX_REPLY:
-                raise IotError("registration reply larger than %d bytes" % _MAX_REPLY, "bad_reply", True)
-            return parse_reply(payload, pk, dn, mode)
     finally:
-        link.close()
+        link.close()  # before the reply is parsed: TLS gives its buffers back first
+    if topic not in _TOPICS:
+        raise IotError("registration reply on unexpected topic %s" % topic.decode(), "bad_reply", True)
+    if len(payload) > _MAX_REPLY:
+        raise IotError("registration reply larger than %d bytes" % _MAX_REPLY, "bad_reply", True)
+    return parse_reply(payload, pk, dn, mode)
 
 
 def obtain(cfg, dn, path):

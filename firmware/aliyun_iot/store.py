@@ -66,7 +66,9 @@ def load(path=PATH):
             return None
         raise IotError("cannot open %s: %s" % (path, e), "io")
     try:
-        data = f.read(_MAX_FILE + 1)
+        size = f.seek(0, 2)  # read what is there: a buffer of _MAX_FILE would be allocated up front
+        f.seek(0)
+        data = f.read(min(size, _MAX_FILE + 1))
     finally:
         f.close()
     if len(data) > _MAX_FILE:

@@ -7,9 +7,9 @@ import aliyun_iot
 try:
     s = aliyun_iot.connect()
 except Exception as e:  # the test reads the outcome from the console, as a user would
-    from aliyun_iot import boot_flow
+    from aliyun_iot import fatal
 
-    boot_flow.fail(e)
+    fatal.fail(e)
     print("RESULT fatal %s %s" % (type(e).__name__, getattr(e, "code", "?")))
 else:
     print("RESULT online")
