@@ -157,8 +157,8 @@ def _soak(dev, emu, proxy, key, dn, record_property, runtime):
     proxy.outage(True)
     dev.wait(lambda ln: "link lost (ping)" in ln, 30, "the dead link noticed by the missing PINGRESP")
     time.sleep(4)  # reconnect attempts meet the outage
+    st = dev.stat()  # read while the outage lasts: no connection can be counted before it ends
     proxy.outage(False)
-    st = dev.stat()
     dev.online_again(st["connects"] + 1, 30)
 
     # ---- an outage after which the platform refuses the credential twice (console: device disabled)
@@ -166,8 +166,8 @@ def _soak(dev, emu, proxy, key, dn, record_property, runtime):
     dev.wait(lambda ln: "link lost" in ln, 30, "the dead link")
     emu.fault(key, "--on", "connect", "--refuse", "4", "--times", "2")
     mark = dev.mark()
+    st = dev.stat()  # read while the outage lasts (the refusals and the reconnection take under a second)
     proxy.outage(False)
-    st = dev.stat()
     dev.online_again(st["connects"] + 1, 30)
     refusals = [ln for _, ln in dev.lines[mark:] if "connect failed (connack4)" in ln]
     assert len(refusals) == 2, dev.console()

@@ -6,7 +6,7 @@ import time
 
 __version__ = "0.2.0"
 _T0 = None
-_w = None  # the machine.WDT, once started
+_w = None  # the machine.WDT, once the boot has started it
 
 
 class IotError(Exception):
@@ -31,15 +31,6 @@ def state(name):
     if _T0 is None:
         _T0 = time.ticks_ms()
     log("state %s t=%d" % (name, time.ticks_diff(time.ticks_ms(), _T0)))
-
-
-def watchdog(seconds):
-    """Start the watchdog (it cannot be stopped again on an ESP32); 0 leaves it off."""
-    global _w
-    if seconds and _w is None:
-        import machine
-
-        _w = machine.WDT(timeout=seconds * 1000)
 
 
 def feed():

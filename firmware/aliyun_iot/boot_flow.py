@@ -7,7 +7,8 @@
 # aliyun_iot.fatal.
 import time
 
-from aliyun_iot import IotError, forget, log, sleep_ms, state, watchdog
+import aliyun_iot
+from aliyun_iot import IotError, forget, log, sleep_ms, state
 
 
 def _led(cfg):
@@ -39,7 +40,10 @@ def run(cfg_path="config.json", cred_path="aliyun_iot.cred"):
     led = _led(cfg)
     if led:
         led.value(1)  # on while working towards online
-    watchdog(cfg["wdt_s"])
+    if cfg["wdt_s"] and aliyun_iot._w is None:  # it cannot be stopped again on an ESP32; 0 leaves it off
+        import machine
+
+        aliyun_iot._w = machine.WDT(timeout=cfg["wdt_s"] * 1000)
     wifi_up(cfg)
     state("wifi")
     if cfg["ntp"]:

@@ -4,11 +4,14 @@
 # from a version number; and a session's (re)connection on the policy of the
 # README's "Life after online". Imported for a connection attempt and dropped
 # after it: the running session does not hold this code.
+import sys
 import time
 
 from umqtt import simple
 
 from aliyun_iot import IotError, backoff_ms, forget, log
+
+_real = _t = last = None  # while umqtt connects: its socket module, the timeout, the socket it opened
 
 
 def nodelay(sock):
@@ -19,25 +22,24 @@ def nodelay(sock):
         pass
 
 
-class _Sockets:
-    # Stands in for umqtt.simple's module-level `socket` while it connects, so that the socket it opens
-    # has a timeout (1.3.4 and 1.4.0 connect() take none) and Nagle off.
-    def __init__(self, mod, timeout):
-        self.mod = mod
-        self.timeout = timeout
-        self.last = None
+# While umqtt.simple connects, this module stands in for its module-level `socket` (socket() and
+# getaddrinfo() below), so that the socket it opens has a timeout (1.3.4 and 1.4.0 connect() take none)
+# and Nagle off, and a failed DNS lookup is named.
 
-    def socket(self, *args):
-        s = self.last = self.mod.socket(*args)
-        s.settimeout(self.timeout)
-        nodelay(s)
-        return s
 
-    def getaddrinfo(self, host, *args):
-        try:
-            return self.mod.getaddrinfo(host, *args)
-        except OSError as e:
-            raise IotError("DNS lookup of %s failed: %s" % (host, e), "dns", True)
+def socket(*args):
+    global last
+    s = last = _real.socket(*args)
+    s.settimeout(_t)
+    nodelay(s)
+    return s
+
+
+def getaddrinfo(host, *args):
+    try:
+        return _real.getaddrinfo(host, *args)
+    except OSError as e:
+        raise IotError("DNS lookup of %s failed: %s" % (host, e), "dns", True)
 
 
 def dial(cfg, login, tls_on, keepalive, max_packet, what="connection"):
@@ -54,8 +56,9 @@ def dial(cfg, login, tls_on, keepalive, max_packet, what="connection"):
             del tls
             forget("tls")  # the context holds the root; the module and the DER go
         ctx, params = cfg["ctx"]
-    real = simple.socket
-    simple.socket = sk = _Sockets(real, t)
+    global _real, _t, last
+    _real, _t, last = simple.socket, t, None
+    simple.socket = sys.modules[__name__]
     c = None
     try:
         try:
@@ -92,12 +95,12 @@ def dial(cfg, login, tls_on, keepalive, max_packet, what="connection"):
             raise
         raise err
     finally:
-        simple.socket = real
+        simple.socket = _real
     if ctx and gen != "1.3.4":
         cfg["ctx"] = (ctx, None)  # only 1.3.4 takes the root (the DER) at every connection
     from aliyun_iot.link import Link  # after the handshake: not in RAM while TLS needs the most
 
-    return Link(c.sock, t * 1000, max_packet, sk.last, c), gen
+    return Link(c.sock, t * 1000, max_packet, last, c), gen
 
 
 def open_link(s):

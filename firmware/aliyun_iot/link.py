@@ -38,13 +38,13 @@ class Link:
         """True when a read would find data (or the end) within ms; a dead socket raises."""
         ev = self.poll.poll(ms if ms > 0 else 0)
         if ev and ev[0][1] & _DEAD:
-            raise IotError("connection closed", "closed", True)
+            raise IotError("closed", "closed", True)
         return bool(ev)
 
     def read(self, n):
         """n bytes, fewer only at the end of the stream."""
         if n > self.max_read:
-            raise IotError("peer announced %d bytes, over %d" % (n, self.max_read), "bad_reply", True)
+            raise IotError("packet over %d bytes" % self.max_read, "bad_reply", True)
         buf = bytearray(n)
         mv = memoryview(buf)
         got = 0
@@ -58,7 +58,7 @@ class Link:
             if k is None:  # nothing decrypted yet: wait for the rest within the deadline
                 left = self.ms - time.ticks_diff(time.ticks_ms(), t0)
                 if left <= 0:
-                    raise IotError("read timed out after %d ms" % self.ms, "timeout", True)
+                    raise IotError("read timed out", "timeout", True)
                 self.wait(left)
             elif k:
                 got += k
@@ -89,10 +89,10 @@ class Link:
                     break
                 shift += 7
                 if shift > 21:
-                    raise IotError("malformed packet length", "bad_reply", True)
+                    raise IotError("malformed packet", "bad_reply", True)
         body = self.read(n) if b and n else b""
         if not b or len(body) != n:
-            raise IotError("connection closed by the server", "closed", True)
+            raise IotError("closed", "closed", True)
         if hdr & 0xF0 != _PUBLISH:
             return hdr, body, None
         tl = (body[0] << 8 | body[1]) if n > 1 else 1 << 16
@@ -102,7 +102,7 @@ class Link:
                 self.write(b"\x40\x02" + body[pos : pos + 2])
             pos += 2
         if pos > n:
-            raise IotError("malformed PUBLISH", "bad_reply", True)
+            raise IotError("malformed packet", "bad_reply", True)
         return hdr, bytes(body[2 : 2 + tl]), body[pos:]
 
     def close(self, disconnect=True):

@@ -80,14 +80,14 @@ class Session:
         """Handle what arrives within wait_ms (0: only what is here). Returns the packets handled.
 
         A broken link is closed and reconnected on the policy's schedule, never raised."""
-        now = time.ticks_ms()
-        self.up += time.ticks_diff(now, self.t)  # a sum of steps: the ticks wrap does not matter
-        self.t = now
+        t0 = time.ticks_ms()
+        self.up += time.ticks_diff(t0, self.t)  # a sum of steps: the ticks wrap does not matter
+        self.t = t0
         feed()
         if wait_ms < 0:  # uptime_s(): the clock only
             return 0
         if self.link is None:
-            d = time.ticks_diff(self.next, now)
+            d = time.ticks_diff(self.next, t0)
             if d > 0:
                 sleep_ms(min(d, wait_ms))
             if d <= wait_ms:
@@ -98,61 +98,53 @@ class Session:
                 finally:
                     forget("dial", "link", "neterr")  # connection-time code; an open link keeps what it uses
             return 0
-        try:
-            return self._serve(now, wait_ms)
-        except IotError as e:
-            self._lost(e)
-            return 0
-
-    def _serve(self, t0, wait_ms):
         n = 0
         ms = self.cfg["timeout"] * 1000
-        while self.link is not None:
-            now = time.ticks_ms()
-            feed()
-            left = min(0 if n else wait_ms - time.ticks_diff(now, t0), _SLICE_MS)
-            # Keepalive: PINGREQ after half the keepalive without a packet either way; its PINGRESP within
-            # the timeout, or the link is dead (a half-open link is otherwise found only by a lost post).
-            if self.ping is not None:
-                over = time.ticks_diff(now, self.ping) - ms
-                if over >= 0:
-                    raise IotError("no PINGRESP within %d s" % self.cfg["timeout"], "ping", True)
-                left = min(left, -over)
-            else:
-                idle = self.cfg["keepalive"] * 500 - max(time.ticks_diff(now, self.tx),
-                                                         time.ticks_diff(now, self.rx))
-                if idle <= 0:
-                    self._probe()
-                    idle = ms
-                left = min(left, idle)
-            if not self.link.wait(left):
-                if n or time.ticks_diff(time.ticks_ms(), t0) >= wait_ms:
-                    break
-                continue
-            hdr, a, b = self.link.recv()
-            n += 1
-            self.ping = None  # the server spoke: the link is alive
-            self.rx = time.ticks_ms()
-            if b is not None:
-                fn = self.subs.get(a)
-                if fn is not None:
-                    try:
-                        fn(a, b)
-                    except MemoryError:
-                        raise
-                    except Exception as e:  # the application's bug must not end the session
-                        self._event("report", e)
-            elif hdr == _SUBACK and len(a) > 2:
-                t = self.pend.pop(a[0] << 8 | a[1], None)
-                if a[2] & 0x80 and t is not None:
-                    self.subs.pop(t, None)  # not sent again on every reconnect
-                    self._event("report", IotError("subscription to %s refused" % t.decode(), "suback"))
+        try:
+            while self.link is not None:
+                now = time.ticks_ms()
+                feed()
+                left = min(0 if n else wait_ms - time.ticks_diff(now, t0), _SLICE_MS)
+                # Keepalive: PINGREQ after half the keepalive without a packet either way; its PINGRESP
+                # within the timeout, or the link is dead (a half-open link is otherwise found late).
+                if self.ping is not None:
+                    over = time.ticks_diff(now, self.ping) - ms
+                    if over >= 0:
+                        raise IotError("no PINGRESP", "ping", True)
+                    left = min(left, -over)
+                else:
+                    idle = self.cfg["keepalive"] * 500 - max(time.ticks_diff(now, self.tx),
+                                                             time.ticks_diff(now, self.rx))
+                    if idle <= 0:
+                        self.link.write(b"\xc0\x00")
+                        self.tx = self.ping = now
+                        idle = ms
+                    left = min(left, idle)
+                if not self.link.wait(left):
+                    if n or time.ticks_diff(time.ticks_ms(), t0) >= wait_ms:
+                        break
+                    continue
+                hdr, a, b = self.link.recv()
+                n += 1
+                self.ping = None  # the server spoke: the link is alive
+                self.rx = time.ticks_ms()
+                if b is not None:
+                    fn = self.subs.get(a)
+                    if fn is not None:
+                        try:
+                            fn(a, b)
+                        except MemoryError:
+                            raise
+                        except Exception as e:  # the application's bug must not end the session
+                            self._event("report", e)
+                elif hdr == _SUBACK and len(a) > 2:
+                    t = self.pend.pop(a[0] << 8 | a[1], None)
+                    if a[2] & 0x80 and t is not None:
+                        self.subs.pop(t, None)  # not sent again on every reconnect
+                        self._event("report", IotError("subscription to %s refused" % t.decode(), "suback"))
+        except IotError as e:
+            self._lost(e)
         return n
-
-    def _probe(self):
-        if self.ping is None:
-            self.link.write(b"\xc0\x00")
-            self.tx = self.ping = time.ticks_ms()
 
     def _event(self, name, *args):
         # The rare paths (a report, a property set) live in events.py, loaded for the call only.
@@ -168,7 +160,7 @@ class Session:
     def publish(self, topic, msg):
         """Publish at QoS 0. Raises IotError (code offline) when offline; the session reconnects by itself."""
         if self.link is None:
-            raise IotError("offline: reconnecting", "offline", True)
+            raise IotError("offline", "offline", True)
         try:
             self.link.client.publish(topic, msg)
         except IotError as e:
@@ -224,20 +216,17 @@ class Session:
         try:
             while self.got is None:
                 if self.link is None:
-                    raise IotError("link lost before the post reply", "closed", True)
+                    raise IotError("link lost", "closed", True)
                 left = limit - time.ticks_diff(time.ticks_ms(), t0)
                 if left <= 0:
-                    try:
-                        self._probe()  # is the link still there? check() finds out within the timeout
-                    except IotError as e:
-                        self._lost(e)
-                    raise IotError("no property post reply within %d s" % self.cfg["timeout"], "timeout",
-                                   True)
+                    # Is the link still there? The next check() sends a PINGREQ and finds out.
+                    self.tx = time.ticks_add(time.ticks_ms(), -self.cfg["keepalive"] * 500)
+                    raise IotError("no post reply", "timeout", True)
                 self.check(left)
             r = self.got
         finally:
             self.want = self.got = None
         c = r.get("code")
         if c != 200:
-            raise IotError("property post refused: code %s" % c, "post%s" % c, c == 429)
+            raise IotError("post refused: %s" % c, "post%s" % c, c == 429)
         return r

@@ -204,12 +204,14 @@ def board_flash(emu, flash, **cfg):
     return conf
 
 
-def boot(runtime, flash, env=None, timeout=90, heapsize=None, path=None, shims=None):
-    """One boot of the firmware in `flash` (path: module dirs instead of firmware/); returns a Boot."""
+def boot(runtime, flash, env=None, timeout=90, heapsize=None, path=None, shims=None, args=()):
+    """One boot of the firmware in `flash` (path: module dirs instead of firmware/; args: boot_once.py's,
+    e.g. ("reconnect",)); returns a Boot."""
     r = run_script(
         runtime,
         BOOT_ONCE,
         cwd=flash,
+        args=args,
         env=env,
         timeout=timeout,
         heapsize=heapsize,

@@ -1,5 +1,9 @@
 # One power-on of the firmware's boot flow in the current directory (the
-# board's flash), without main.py's endless application loop.
+# board's flash), without main.py's endless application loop. With the
+# argument "reconnect": once online, the link is dropped and the session
+# connects again (a lost link's reconnection, with the session resident).
+import sys
+
 import micropython
 
 import aliyun_iot
@@ -12,9 +16,13 @@ except Exception as e:  # the test reads the outcome from the console, as a user
     fatal.fail(e)
     print("RESULT fatal %s %s" % (type(e).__name__, getattr(e, "code", "?")))
 else:
+    if sys.argv[1:] == ["reconnect"]:
+        s.close()
+        while not s.online:
+            s.check(1000)
+        s.post_property({"reconnected": 1})
     print("RESULT online")
     import gc
-    import sys
 
     gc.collect()
     if hasattr(gc, "mem_alloc"):
