@@ -73,19 +73,15 @@ def _login(cfg, pk, dn, mode):
             creds.sign(method, cfg["product_secret"], {"deviceName": dn, "productKey": pk, "random": rnd}))
 
 
-def register_once(cfg, dn):
-    """One registration attempt over MQTT; returns the credential dict."""
-    pk = cfg["product_key"]
-    mode = cfg["mode"]
-    login = _login(cfg, pk, dn, mode)
-    forget("creds")  # not in RAM during the TLS handshake
+def _receive(cfg, login):
+    # Connect, wait with a deadline for the one PUBLISH, close: (topic, payload). A frame of its own: once
+    # it returns, nothing on the stack points at the link, and its TLS memory is free for the parsing.
     # A keepalive the platform accepts on any login, though this session lasts seconds.
     link = dial(cfg, login, True, cfg["keepalive"], _MAX_REPLY + 64, "registration")[0]
     try:
         limit = cfg["timeout"] * 1000
         t0 = time.ticks_ms()
-        payload = None
-        while payload is None:  # not a PUBLISH (e.g. a PINGRESP): not the reply
+        while True:
             try:
                 if time.ticks_diff(time.ticks_ms(), t0) > limit:
                     raise IotError("", "timeout", True)
@@ -94,8 +90,19 @@ def register_once(cfg, dn):
                 if e.code != "timeout":
                     raise
                 raise IotError("no registration reply within %d s" % cfg["timeout"], "timeout", True)
+            if payload is not None:  # else not a PUBLISH (e.g. a PINGRESP): not the reply
+                return topic, payload
     finally:
-        link.close()  # before the reply is parsed: TLS gives its buffers back first
+        link.close()
+
+
+def register_once(cfg, dn):
+    """One registration attempt over MQTT; returns the credential dict."""
+    pk = cfg["product_key"]
+    mode = cfg["mode"]
+    login = _login(cfg, pk, dn, mode)
+    forget("creds")  # not in RAM during the TLS handshake
+    topic, payload = _receive(cfg, login)
     if topic not in _TOPICS:
         raise IotError("registration reply on unexpected topic %s" % topic.decode(), "bad_reply", True)
     if len(payload) > _MAX_REPLY:

@@ -38,7 +38,7 @@ class Session:
         self.connects = self.fails = self.n = self.up = 0
         self.next = self.tx = self.rx = self.t = time.ticks_ms()
         self.ping = None  # when an unanswered PINGREQ went out
-        self.want = self.got = None  # the post id awaited, its reply
+        self.want = None  # the post id awaited (a str), then its reply (a dict)
 
     @property
     def online(self):
@@ -136,22 +136,26 @@ class Session:
                         except MemoryError:
                             raise
                         except Exception as e:  # the application's bug must not end the session
-                            self._event("report", e)
+                            self._event(None, e)
                 elif hdr == _SUBACK and len(a) > 2:
                     t = self.pend.pop(a[0] << 8 | a[1], None)
                     if a[2] & 0x80 and t is not None:
                         self.subs.pop(t, None)  # not sent again on every reconnect
-                        self._event("report", IotError("subscription to %s refused" % t.decode(), "suback"))
+                        self._event(None, IotError("subscription to %s refused" % t.decode(), "suback"))
         except IotError as e:
             self._lost(e)
         return n
 
-    def _event(self, name, *args):
-        # The rare paths (a report, a property set) live in events.py, loaded for the call only.
+    def _event(self, topic, x):
+        # The rare paths live in events.py, loaded for the call only: a property set (on topic, payload x),
+        # or a report of the application's failure x (topic None).
         from aliyun_iot import events
 
         try:
-            getattr(events, name)(self, *args)
+            if topic is None:
+                events.report(self, x)
+            else:
+                events.property_set(self, topic, x)
         finally:
             forget("events")
 
@@ -190,15 +194,15 @@ class Session:
     def on_property_set(self, fn):
         """fn(params) handles a property set from the cloud and returns the reply code (None: 200)."""
         self.on_set = fn
-        self.subscribe(self.topic + b"service/property/set", lambda t, p: self._event("property_set", t, p))
+        self.subscribe(self.topic + b"service/property/set", self._event)
 
     def _reply(self, topic, payload):
         try:
             r = json.loads(payload)
         except ValueError:
             return
-        if isinstance(r, dict) and self.want is not None and str(r.get("id")) == self.want:
-            self.got = r  # replies nobody waits for are dropped: nothing grows per message
+        if isinstance(r, dict) and isinstance(self.want, str) and str(r.get("id")) == self.want:
+            self.want = r  # replies nobody waits for are dropped: nothing grows per message
 
     def post_property(self, params, wait=True):
         """Post properties; with wait, return the platform's reply once it arrives.
@@ -212,9 +216,9 @@ class Session:
             return None
         limit = self.cfg["timeout"] * 1000
         t0 = time.ticks_ms()
-        self.want, self.got = mid, None
+        self.want = mid
         try:
-            while self.got is None:
+            while not isinstance(self.want, dict):
                 if self.link is None:
                     raise IotError("link lost", "closed", True)
                 left = limit - time.ticks_diff(time.ticks_ms(), t0)
@@ -223,9 +227,9 @@ class Session:
                     self.tx = time.ticks_add(time.ticks_ms(), -self.cfg["keepalive"] * 500)
                     raise IotError("no post reply", "timeout", True)
                 self.check(left)
-            r = self.got
+            r = self.want
         finally:
-            self.want = self.got = None
+            self.want = None
         c = r.get("code")
         if c != 200:
             raise IotError("post refused: %s" % c, "post%s" % c, c == 429)
