@@ -7,7 +7,7 @@
 # require("umqtt.simple") and require("ntptime") to your board manifest.
 metadata(
     description="Alibaba Cloud IoT Platform dynamic registration for MicroPython",
-    version="0.2.0",
+    version="0.3.0",
     license="MIT",
 )
 package("aliyun_iot")

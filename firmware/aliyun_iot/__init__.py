@@ -4,7 +4,7 @@
 # modules and drops them when it is done (README: RAM).
 import time
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 _T0 = None
 _w = None  # the machine.WDT, once the boot has started it
 

@@ -7,16 +7,12 @@
 # aliyun_iot.fatal.
 import time
 
+from micropython import const
+
 import aliyun_iot
 from aliyun_iot import IotError, forget, log, sleep_ms, state
 
-
-def _led(cfg):
-    if cfg["led_pin"] is None:
-        return None
-    import machine
-
-    return machine.Pin(cfg["led_pin"], machine.Pin.OUT)
+_NTP_TRIES = const(3)
 
 
 def run(cfg_path="config.json", cred_path="aliyun_iot.cred"):
@@ -37,8 +33,11 @@ def run(cfg_path="config.json", cred_path="aliyun_iot.cred"):
         cfg["ctx"] = tls.for_host(cfg, cfg["host"])
         del tls
         forget("tls")
-    led = _led(cfg)
-    if led:
+    led = None
+    if cfg["led_pin"] is not None:
+        import machine
+
+        led = machine.Pin(cfg["led_pin"], machine.Pin.OUT)
         led.value(1)  # on while working towards online
     if cfg["wdt_s"] and aliyun_iot._w is None:  # it cannot be stopped again on an ESP32; 0 leaves it off
         import machine
@@ -91,17 +90,18 @@ def wifi_up(cfg):
         sleep_ms(50)
 
 
-def set_clock(cfg, tries=3):
+def set_clock(cfg):
     """Set the RTC from NTP, a few tries with a growing pause."""
     import ntptime
 
     ntptime.timeout = min(cfg["timeout"], 5)
-    for i in range(tries):
+    for i in range(_NTP_TRIES):
         try:
             ntptime.settime()
             return
         except OSError as e:
             log("clock: NTP attempt %d failed: %s" % (i + 1, e))
-            if i + 1 < tries:
+            if i + 1 < _NTP_TRIES:
                 sleep_ms(500 << i)
-    raise IotError("clock not set: NTP gave no answer in %d tries (TLS needs the date)" % tries, "ntp", True)
+    raise IotError("clock not set: NTP gave no answer in %d tries (TLS needs the date)" % _NTP_TRIES, "ntp",
+                   True)

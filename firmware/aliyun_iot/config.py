@@ -49,12 +49,7 @@ RANGES = {
 }
 CHOICES = {"mode": ("register", "regnwl", "https"), "sign_method": ("hmacsha256", "hmacsha1", "hmacmd5")}
 _TYPES = {"s": "str", "i": "int", "b": "bool"}
-_DN_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_@.:"
-
-
-def _range(k, v, lo, hi):
-    if not lo <= v <= hi:
-        raise IotError("%s must be an integer from %d to %d, got %d" % (k, lo, hi, v), "config")
+_DN_CHARS = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_@.:"
 
 
 def validate(raw):
@@ -77,8 +72,17 @@ def validate(raw):
                 raise IotError("%s must be of type %s, got %s" % (k, _TYPES[t], type(v).__name__), "config")
         cfg[k] = v
     for k, (lo, hi) in RANGES.items():
-        if cfg[k] is not None:
-            _range(k, cfg[k], lo, hi)
+        v = cfg[k]
+        if v is not None and not lo <= v <= hi:
+            raise IotError("%s must be an integer from %d to %d, got %d" % (k, lo, hi, v), "config")
+    # The watchdog must outlast the longest wait of a connection attempt (DNS, TCP, TLS, CONNACK: about
+    # 4 timeouts); unset: 120 s or 6 timeouts; 0: off.
+    lo = max(30, 6 * cfg["timeout"])
+    v = cfg["wdt_s"]
+    if v is None:
+        cfg["wdt_s"] = max(120, lo)
+    elif v and not lo <= v <= 3600:
+        raise IotError("%s must be an integer from %d to %d, got %d" % ("wdt_s", lo, 3600, v), "config")
     for k, allowed in CHOICES.items():
         if cfg[k] not in allowed:
             raise IotError("%s must be one of %s, got %r" % (k, ", ".join(allowed), cfg[k]), "config")
@@ -88,13 +92,6 @@ def validate(raw):
     dn = cfg["device_name"]
     if dn is not None and not valid_device_name(dn):
         raise IotError("device_name must be 4 to 32 characters of letters, digits and -_@.:", "config")
-    # The watchdog must outlast the longest wait of a connection attempt (DNS, TCP, TLS, CONNACK: about
-    # 4 timeouts); unset: 120 s or 6 timeouts; 0: off.
-    lo = max(30, 6 * cfg["timeout"])
-    if cfg["wdt_s"] is None:
-        cfg["wdt_s"] = max(120, lo)
-    elif cfg["wdt_s"]:
-        _range("wdt_s", cfg["wdt_s"], lo, 3600)
     return cfg
 
 
@@ -127,7 +124,8 @@ def load(path="config.json"):
 
 def valid_device_name(dn):
     """True if dn is a DeviceName the platform accepts (4 to 32 of letters, digits, -_@.:)."""
-    return 4 <= len(dn) <= 32 and all(c in _DN_CHARS for c in dn)
+    # Bytes, not characters: on MicroPython each character taken out of a str is interned as a qstr, for good.
+    return 4 <= len(dn) <= 32 and all(c in _DN_CHARS for c in dn.encode())
 
 
 def device_name_from_mac(mac):

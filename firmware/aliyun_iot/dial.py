@@ -64,7 +64,7 @@ def dial(cfg, login, tls_on, keepalive, max_packet, what="connection"):
         try:
             c = simple.MQTTClient(login[0], host, port, login[1], login[2], keepalive, ssl=ctx,
                                   ssl_params=params or {})
-            gen = "1.3.4/1.6"
+            gen = None  # 1.3.4 or 1.6: connect() tells
         except TypeError:
             c = simple.MQTTClient(login[0], host, port, login[1], login[2], keepalive, ssl=ctx)
             gen = "1.4.0"
@@ -75,8 +75,7 @@ def dial(cfg, login, tls_on, keepalive, max_packet, what="connection"):
             if c.sock is not None:
                 raise
             c.connect(True)
-            if gen != "1.4.0":
-                gen = "1.3.4"
+            gen = gen or "1.3.4"
     except Exception as e:
         if c is not None and c.sock is not None:
             try:

@@ -54,7 +54,9 @@ class Link:
             try:
                 k = self.sock.readinto(mv[got:])
             except OSError as e:
-                raise _classify(e, "read")
+                from aliyun_iot.neterr import classify
+
+                raise classify(e, "read")
             if k is None:  # nothing decrypted yet: wait for the rest within the deadline
                 left = self.ms - time.ticks_diff(time.ticks_ms(), t0)
                 if left <= 0:
@@ -73,7 +75,9 @@ class Link:
         try:
             return self.sock.write(buf)
         except OSError as e:
-            raise _classify(e, "write")
+            from aliyun_iot.neterr import classify
+
+            raise classify(e, "write")
 
     def recv(self):
         """The next packet, which has started to arrive: (header byte, topic, payload) for a PUBLISH
@@ -119,9 +123,3 @@ class Link:
         except OSError:
             pass
         self.sock = None
-
-
-def _classify(e, what):
-    from aliyun_iot.neterr import classify
-
-    return classify(e, what)

@@ -14,12 +14,12 @@ from aliyun_iot import IotError, backoff_ms, forget, log, sleep_ms, state
 from aliyun_iot.dial import dial
 
 _MAX_REPLY = const(512)
-_TOPICS = (b"/ext/register", b"/ext/regnwl")
 
 
 def _text(d, key, hi):
     v = d.get(key)
-    if not isinstance(v, str) or not 0 < len(v) <= hi or not all(" " < c <= "~" for c in v):
+    # Printable ASCII, checked on bytes: each character taken out of a str would be interned for good.
+    if not isinstance(v, str) or not 0 < len(v) <= hi or not all(32 < c < 127 for c in v.encode()):
         raise IotError("registration reply has no valid %s (1 to %d printable characters)" % (key, hi),
                        "bad_reply", True)
     return v
@@ -103,7 +103,7 @@ def register_once(cfg, dn):
     login = _login(cfg, pk, dn, mode)
     forget("creds")  # not in RAM during the TLS handshake
     topic, payload = _receive(cfg, login)
-    if topic not in _TOPICS:
+    if topic not in (b"/ext/register", b"/ext/regnwl"):
         raise IotError("registration reply on unexpected topic %s" % topic.decode(), "bad_reply", True)
     if len(payload) > _MAX_REPLY:
         raise IotError("registration reply larger than %d bytes" % _MAX_REPLY, "bad_reply", True)

@@ -13,12 +13,6 @@ from aliyun_iot import IotError, backoff_ms, feed, forget, log, sleep_ms
 
 _SUBACK = const(0x90)
 _SLICE_MS = const(1000)  # longest single wait, so the watchdog is fed
-# What a session keeps of config.json: what a reconnection needs (no Wi-Fi password, no ProductSecret).
-# ctx: the TLS context, built once (by the boot, or by the first connection).
-_KEEP = ("host", "port", "tls", "ca", "ctx", "timeout", "keepalive", "backoff_ms", "retry_cap_s",
-         "refused_cap_s")
-
-
 class Session:
     """The device's MQTT session. Call check() from the application's loop, at least every second."""
 
@@ -27,7 +21,10 @@ class Session:
 
         self.login = creds.login_for(cred, cfg)  # computed once: the signing code is dropped
         forget("creds")
-        self.cfg = {k: cfg.get(k) for k in _KEEP}
+        # What a reconnection needs of config.json (no Wi-Fi password, no ProductSecret); ctx: the TLS
+        # context, built once (by the boot, or by the first connection).
+        self.cfg = {k: cfg.get(k) for k in ("host", "port", "tls", "ca", "ctx", "timeout", "keepalive",
+                                             "backoff_ms", "retry_cap_s", "refused_cap_s")}
         self.led = None  # a machine.Pin (set by the boot flow): on while offline
         self.on_error = None  # fn(exc): the application's failures reported from check()
         self.topic = ("/sys/%s/%s/thing/" % (cred["pk"], cred["dn"])).encode()
@@ -146,16 +143,16 @@ class Session:
             self._lost(e)
         return n
 
-    def _event(self, topic, x):
-        # The rare paths live in events.py, loaded for the call only: a property set (on topic, payload x),
-        # or a report of the application's failure x (topic None).
+    def _event(self, topic, e):
+        # The rare paths live in events.py, loaded for the call only: a property set (on topic, payload e),
+        # or a report of the application's failure e (topic None).
         from aliyun_iot import events
 
         try:
             if topic is None:
-                events.report(self, x)
+                events.report(self, e)
             else:
-                events.property_set(self, topic, x)
+                events.property_set(self, topic, e)
         finally:
             forget("events")
 
