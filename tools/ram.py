@@ -133,7 +133,7 @@ class RamProbe:
 # What a normal boot imports (each stage drops its modules when done), against the emulator (a ca file);
 # against the platform's own endpoints a normal boot also imports roots (the DER, dropped once the context
 # is built).
-NORMAL_BOOT = ("__init__", "boot_flow", "config", "store", "creds", "session", "dial", "link", "tls")
+NORMAL_BOOT = ("__init__", "start", "boot_flow", "config", "store", "creds", "session", "dial", "link", "tls")
 
 
 def figures(work):

@@ -59,39 +59,13 @@ def connect(cfg_path="config.json", cred_path="aliyun_iot.cred"):
     """Bring the device online and return its Session: Wi-Fi, clock, the stored credential (registering
     on the first boot only), the MQTT connection and an "online" post. Raises IotError when it cannot;
     a refused or failed connection is retried on the session's policy (README: Life after online)."""
-    s = _session(cfg_path, cred_path)
-    while not s.online:
-        s.check(1000)
-    state("connected")
-    try:
-        s.post_property({"online": 1})
-    except IotError as e:  # the session stays; the application sees the next post's fate
-        log("online post failed (%s)" % e.code)
-    state("online")
-    if s.led:
-        s.led.value(0)
-    return s
-
-
-# The boot runs in frames of their own. The collector scans the stack conservatively: a frame that is
-# still running keeps alive whatever its slots last pointed at (a stage's module, the whole config).
-# Once these return, nothing points at the boot's code or data, and forget() gives all of it back.
-
-
-def _session(cfg_path, cred_path):
-    cfg, dn, cred, led = _stage("boot_flow", "run", (), cfg_path, cred_path)
-    if cred is None:  # the first boot: registration's code is dropped once the credential is stored
-        cred = _stage("register", "obtain", ("https", "store", "creds", "dial", "link", "tls", "neterr"),
-                      cfg, dn, cred_path)
-    state("connecting")
-    from aliyun_iot.session import Session
-
-    s = Session(cfg, cred)
-    s.led = led  # on until online
-    return s
+    return _stage("start", "run", (), cfg_path, cred_path)  # start.py: dropped once online
 
 
 def _stage(name, fn, drop, *args):
+    # One stage of the boot (aliyun_iot.<name>.<fn>) in a frame of its own, its module and `drop` forgotten
+    # once it returns. The collector scans the stack conservatively: a frame that is still running keeps
+    # alive whatever its slots last pointed at (a stage's module, the whole config).
     try:
         return getattr(__import__("aliyun_iot." + name, None, None, (fn,)), fn)(*args)
     finally:

@@ -8,7 +8,6 @@ from aliyun_iot import IotError, forget, tls
 from aliyun_iot.dial import nodelay
 from aliyun_iot.link import Link
 from aliyun_iot.neterr import classify
-from aliyun_iot.register import check_reply
 
 _MAX_RESPONSE = 2048
 _PATH = "/auth/register/device"
@@ -113,7 +112,9 @@ def parse_response(data, pk, dn):
     data = d.get("data")
     if not isinstance(data, dict):
         raise IotError("HTTPS registration response has no data object", "bad_reply", True)
-    return check_reply(data, pk, dn, "register")
+    from aliyun_iot.reply import credential
+
+    return credential(data, pk, dn, "register")
 
 
 def _quote(s):

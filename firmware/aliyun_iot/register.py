@@ -11,44 +11,8 @@ import time
 from micropython import const
 
 from aliyun_iot import IotError, backoff_ms, forget, log, sleep_ms, state
-from aliyun_iot.dial import dial
 
 _MAX_REPLY = const(512)
-
-
-def _text(d, key, hi):
-    v = d.get(key)
-    # Printable ASCII, checked on bytes: each character taken out of a str would be interned for good.
-    if not isinstance(v, str) or not 0 < len(v) <= hi or not all(32 < c < 127 for c in v.encode()):
-        raise IotError("registration reply has no valid %s (1 to %d printable characters)" % (key, hi),
-                       "bad_reply", True)
-    return v
-
-
-def parse_reply(payload, pk, dn, mode):
-    """The credential dict from the platform's registration reply; BadReply if it is not one."""
-    try:
-        d = json.loads(payload)
-    except ValueError:
-        raise IotError("registration reply is not JSON", "bad_reply", True)
-    return check_reply(d, pk, dn, mode)
-
-
-def check_reply(d, pk, dn, mode):
-    """The credential dict from a decoded reply object."""
-    if not isinstance(d, dict):
-        raise IotError("registration reply is not a JSON object", "bad_reply", True)
-    if d.get("productKey") != pk or d.get("deviceName") != dn:
-        raise IotError("registration reply names another device", "bad_reply", True)
-    if mode == "regnwl":
-        return {
-            "kind": "token",
-            "pk": pk,
-            "dn": dn,
-            "cid": _text(d, "clientId", 128),
-            "tok": _text(d, "deviceToken", 256),
-        }
-    return {"kind": "secret", "pk": pk, "dn": dn, "ds": _text(d, "deviceSecret", 128)}
 
 
 def fresh_random():
@@ -76,6 +40,8 @@ def _login(cfg, pk, dn, mode):
 def _receive(cfg, login):
     # Connect, wait with a deadline for the one PUBLISH, close: (topic, payload). A frame of its own: once
     # it returns, nothing on the stack points at the link, and its TLS memory is free for the parsing.
+    from aliyun_iot.dial import dial
+
     # A keepalive the platform accepts on any login, though this session lasts seconds.
     link = dial(cfg, login, True, cfg["keepalive"], _MAX_REPLY + 64, "registration")[0]
     try:
@@ -107,7 +73,13 @@ def register_once(cfg, dn):
         raise IotError("registration reply on unexpected topic %s" % topic.decode(), "bad_reply", True)
     if len(payload) > _MAX_REPLY:
         raise IotError("registration reply larger than %d bytes" % _MAX_REPLY, "bad_reply", True)
-    return parse_reply(payload, pk, dn, mode)
+    try:
+        d = json.loads(payload)
+    except ValueError:
+        raise IotError("registration reply is not JSON", "bad_reply", True)
+    from aliyun_iot.reply import credential  # after the handshake: not in RAM while TLS needs the most
+
+    return credential(d, pk, dn, mode)
 
 
 def obtain(cfg, dn, path):
@@ -136,6 +108,8 @@ def obtain(cfg, dn, path):
             e = None
             sleep_ms(d)
             gc.collect()  # the next TLS handshake wants large blocks (tls_nomem: out of RAM)
+    once = None
+    forget("https", "reply", "dial", "link", "tls", "neterr")  # the network part is done: room to store
     from aliyun_iot import store
 
     store.save(cred, path)
