@@ -71,18 +71,18 @@ def validate(raw):
             if b != (t == "b") or not b and not isinstance(v, str if t == "s" else int):
                 raise IotError("%s must be of type %s, got %s" % (k, _TYPES[t], type(v).__name__), "config")
         cfg[k] = v
-    for k, (lo, hi) in RANGES.items():
+    # The watchdog must outlast the longest wait of a connection attempt (DNS, TCP, TLS, CONNACK: about
+    # 4 timeouts); unset: 120 s or 6 timeouts; 0: off. Its range comes after timeout's, which it depends on.
+    ranges = list(RANGES.items())
+    wdt_lo = max(30, 6 * cfg["timeout"])
+    if cfg["wdt_s"] is None:
+        cfg["wdt_s"] = max(120, wdt_lo)
+    elif cfg["wdt_s"]:
+        ranges.append(("wdt_s", (wdt_lo, 3600)))
+    for k, (lo, hi) in ranges:
         v = cfg[k]
         if v is not None and not lo <= v <= hi:
             raise IotError("%s must be an integer from %d to %d, got %d" % (k, lo, hi, v), "config")
-    # The watchdog must outlast the longest wait of a connection attempt (DNS, TCP, TLS, CONNACK: about
-    # 4 timeouts); unset: 120 s or 6 timeouts; 0: off.
-    lo = max(30, 6 * cfg["timeout"])
-    v = cfg["wdt_s"]
-    if v is None:
-        cfg["wdt_s"] = max(120, lo)
-    elif v and not lo <= v <= 3600:
-        raise IotError("%s must be an integer from %d to %d, got %d" % ("wdt_s", lo, 3600, v), "config")
     for k, allowed in CHOICES.items():
         if cfg[k] not in allowed:
             raise IotError("%s must be one of %s, got %r" % (k, ", ".join(allowed), cfg[k]), "config")

@@ -108,7 +108,7 @@ def obtain(cfg, dn, path):
             e = None
             sleep_ms(d)
             gc.collect()  # the next TLS handshake wants large blocks (tls_nomem: out of RAM)
-    once = None
+    once = None  # https's register_once: let it go with its module
     forget("https", "reply", "dial", "link", "tls", "neterr")  # the network part is done: room to store
     from aliyun_iot import store
 
