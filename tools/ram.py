@@ -120,14 +120,27 @@ class RamProbe:
         held_code = [ln.split()[1] for ln in b.stdout.splitlines() if ln.startswith("FIRST-BOOT ")]
         return b.result == "online", _held(b.stdout), held_code
 
-    def smallest(self, run, lo=8, hi=256):
-        """The smallest heap in KiB with which run(kib) comes online (binary search; None: not even hi)."""
+    def online_from(self, run, kib, window=3):
+        """True when run comes online with kib KiB and with each of the `window` KiB above (see smallest)."""
+        return all(run(k)[0] for k in range(kib, kib + window + 1))
+
+    def smallest(self, run, lo=8, hi=256, window=3):
+        """The smallest heap in KiB with which run(kib) comes online, and with each of the `window` KiB
+        above it too (None: not even hi). The edge is not monotonic: the heap's fragmentation decides
+        whether an allocation of a few hundred bytes finds room, so a heap 1 KiB larger can fail where a
+        smaller one passed. A binary search finds an edge; the answer is moved above any failure near it."""
         if not run(hi)[0]:
             return None
         while hi - lo > 1:
             mid = (lo + hi) // 2
             lo, hi = (lo, mid) if run(mid)[0] else (mid, hi)
-        return hi
+        while True:
+            bad = [k for k in range(hi + 1, hi + window + 1) if not run(k)[0]]
+            if not bad:
+                return hi
+            hi = bad[-1] + 1
+            while not run(hi)[0]:
+                hi += 1
 
 
 # What a normal boot never imports: first-boot code, what only a failure or a rare event loads, and roots

@@ -33,18 +33,15 @@ def state(name):
     log("state %s t=%d" % (name, time.ticks_diff(time.ticks_ms(), _T0)))
 
 
-def feed():
-    if _w is not None:
-        _w.feed()
-
-
 def sleep_ms(ms):
-    """time.sleep_ms in slices of at most a second, each feeding the watchdog."""
-    while ms > 0:
-        feed()
+    """time.sleep_ms in slices of at most a second, the watchdog fed around each (sleep_ms(0): fed)."""
+    while True:
+        if _w is not None:
+            _w.feed()
+        if ms <= 0:
+            return
         time.sleep_ms(min(ms, 1000))
         ms -= 1000
-    feed()
 
 
 def backoff_ms(attempt, base_ms=1000, cap_ms=60000):
@@ -59,7 +56,16 @@ def connect(cfg_path="config.json", cred_path="aliyun_iot.cred"):
     """Bring the device online and return its Session: Wi-Fi, clock, the stored credential (registering
     on the first boot only), the MQTT connection and an "online" post. Raises IotError when it cannot;
     a refused or failed connection is retried on the session's policy (README: Life after online)."""
-    return _stage("start", "run", (), cfg_path, cred_path)  # start.py: dropped once online
+    s = _stage("start", "run", (), cfg_path, cred_path)  # start.py: not in RAM once connecting
+    while not s.online:
+        s.check(1000)
+    state("connected")
+    try:
+        s.post_property({"online": 1})
+    except IotError as e:  # the session stays; the application sees the next post's fate
+        log("online post failed (%s)" % e.code)
+    state("online")
+    return s
 
 
 def _stage(name, fn, drop, *args):

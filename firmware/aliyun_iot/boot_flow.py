@@ -25,6 +25,7 @@ def run(cfg_path="config.json", cred_path="aliyun_iot.cred"):
     dn = config.device_name(cfg)
     del config
     forget("config")
+    cfg["ctx"] = None
     if cfg["tls"]:
         # The TLS context (the endpoint's root parsed), built on a near-empty heap and kept for every
         # connection: the largest long-lived block is placed before anything can fragment the heap.

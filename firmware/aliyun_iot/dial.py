@@ -42,20 +42,12 @@ def getaddrinfo(host, *args):
         raise IotError("DNS lookup of %s failed: %s" % (host, e), "dns", True)
 
 
-def dial(cfg, login, tls_on, keepalive, max_packet, what="connection"):
-    """Connect and return (the open Link, the umqtt.simple API generation); IotError when it cannot
-    (code connack<rc> for a CONNACK refusal)."""
+def dial(cfg, login, tls_on, keepalive, what="connection"):
+    """Connect and return (the connected MQTTClient, its socket under TLS, the umqtt.simple API
+    generation); IotError when it cannot (code connack<rc> for a CONNACK refusal)."""
     host, port = cfg["host"], cfg["port"]  # config.load() resolved them
     t = cfg["timeout"]
-    ctx = params = None
-    if tls_on:
-        if cfg.get("ctx") is None:  # the boot builds it on a near-empty heap; a session keeps it
-            from aliyun_iot import tls
-
-            cfg["ctx"] = tls.for_host(cfg, host)
-            del tls
-            forget("tls")  # the context holds the root; the module and the DER go
-        ctx, params = cfg["ctx"]
+    ctx = cfg["ctx"] if tls_on else None  # built on a near-empty heap (boot, registration) and kept
     global _real, _t, last
     _real, _t, last = simple.socket, t, None
     simple.socket = sys.modules[__name__]
@@ -63,7 +55,7 @@ def dial(cfg, login, tls_on, keepalive, max_packet, what="connection"):
     try:
         try:
             c = simple.MQTTClient(login[0], host, port, login[1], login[2], keepalive, ssl=ctx,
-                                  ssl_params=params or {})
+                                  ssl_params={})
             gen = None  # 1.3.4 or 1.6: connect() tells
         except TypeError:
             c = simple.MQTTClient(login[0], host, port, login[1], login[2], keepalive, ssl=ctx)
@@ -74,6 +66,12 @@ def dial(cfg, login, tls_on, keepalive, max_packet, what="connection"):
         except TypeError:
             if c.sock is not None:
                 raise
+            if ctx and gen is None:  # 1.3.4: ssl is a flag, and the root goes in ssl_params every time
+                from aliyun_iot import tls
+
+                c.ssl_params = tls.params(cfg, host)
+                del tls
+                forget("tls")
             c.connect(True)
             gen = gen or "1.3.4"
     except Exception as e:
@@ -82,48 +80,27 @@ def dial(cfg, login, tls_on, keepalive, max_packet, what="connection"):
                 c.sock.close()
             except OSError:
                 pass
-        if isinstance(e, simple.MQTTException):
-            rc = e.args[0] if e.args else -1
-            raise IotError("%s refused, CONNACK %d" % (what, rc), "connack%d" % rc, rc == 3)
-        if isinstance(e, (IndexError, AssertionError)):  # umqtt indexes or asserts on a bad CONNACK
-            raise IotError(what + ": closed before a valid CONNACK", "closed", True)
-        from aliyun_iot.neterr import classify
+        from aliyun_iot.neterr import connecting
 
-        err = classify(e, "%s to %s:%d" % (what, host, port))
+        err = connecting(e, "%s to %s:%d" % (what, host, port))
         if err is None:
             raise
         raise err
     finally:
         simple.socket = _real
-    if ctx and gen != "1.3.4":
-        cfg["ctx"] = (ctx, None)  # only 1.3.4 takes the root (the DER) at every connection
-    from aliyun_iot.link import Link  # after the handshake: not in RAM while TLS needs the most
-
-    return Link(c.sock, t * 1000, max_packet, last, c), gen
-
-
-def open_link(s):
-    """Connect session s with its stored credential and send its subscriptions; IotError when it cannot."""
-    s.close()
-    cfg = s.cfg
-    s.link, gen = dial(cfg, s.login, cfg["tls"], cfg["keepalive"], 4096)  # the largest packet a session takes
-    s.connects += 1
-    s.tx = s.rx = time.ticks_ms()
-    s.ping = None
-    s.pend = {}
-    for t in s.subs:  # pipelined: the SUBACKs are read with the other packets
-        s._sub(t)
-    return gen
+    return c, last, gen
 
 
 def retry(s):
-    """One connection attempt for offline session s; on failure, set when the next one is due."""
+    """One connection attempt for offline session s: (the connected MQTTClient, its socket under TLS), for
+    the session to wrap in its Link once this module is dropped; None on failure, with the next attempt
+    scheduled on the policy."""
     import gc
 
     gc.collect()  # TLS needs a large contiguous block
     cfg = s.cfg
     try:
-        gen = open_link(s)
+        c, raw, gen = dial(cfg, s.login, cfg["tls"], cfg["keepalive"])
     except IotError as e:
         s.fails += 1
         # A refused login (device disabled, secret reset in the console) waits on the long cap.
@@ -131,10 +108,15 @@ def retry(s):
         d = backoff_ms(s.fails, cfg["backoff_ms"], cap * 1000)
         s.next = time.ticks_add(time.ticks_ms(), d)
         log("connect failed (%s): %s; next try in %d s" % (e.code, e.msg, d // 1000))
-        return
+        return None
     s.fails = 0
+    s.connects += 1
+    s.tx = s.rx = time.ticks_ms()
+    s.ping = None
+    s.pend = {}
     if s.led:
         s.led.value(0)
     if s.connects == 1:
         log("umqtt.simple API generation: " + gen)
     log("connected (connection %d)" % s.connects)
+    return c, raw

@@ -29,7 +29,7 @@ def _post(cfg, host, port, body):
         nodelay(raw)
         raw.connect(addr)
         sock = Link(
-            tls.for_host(cfg, host)[0].wrap_socket(raw, server_hostname=host),
+            tls.for_host(cfg, host).wrap_socket(raw, server_hostname=host),
             cfg["timeout"] * 1000,
             _MAX_RESPONSE,
             raw,

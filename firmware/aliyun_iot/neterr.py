@@ -32,3 +32,15 @@ def classify(e, what):
     return IotError("%s: %s" % (what, e), "network", True)
 
 
+
+
+def connecting(e, what):
+    """classify(), for an exception out of umqtt.simple's connect(): a CONNACK refusal is connack<rc>."""
+    from umqtt.simple import MQTTException
+
+    if isinstance(e, MQTTException):
+        rc = e.args[0] if e.args else -1
+        return IotError("%s refused, CONNACK %d" % (what, rc), "connack%d" % rc, rc == 3)
+    if isinstance(e, (IndexError, AssertionError)):  # umqtt indexes or asserts on a bad CONNACK
+        return IotError(what + ": closed before a valid CONNACK", "closed", True)
+    return classify(e, what)

@@ -40,10 +40,19 @@ def _login(cfg, pk, dn, mode):
 def _receive(cfg, login):
     # Connect, wait with a deadline for the one PUBLISH, close: (topic, payload). A frame of its own: once
     # it returns, nothing on the stack points at the link, and its TLS memory is free for the parsing.
+    if cfg["ctx"] is None:  # registration is TLS even when the session is not (tls: false)
+        from aliyun_iot import tls
+
+        cfg["ctx"] = tls.for_host(cfg, cfg["host"])
+        del tls
+        forget("tls")
     from aliyun_iot.dial import dial
 
     # A keepalive the platform accepts on any login, though this session lasts seconds.
-    link = dial(cfg, login, True, cfg["keepalive"], _MAX_REPLY + 64, "registration")[0]
+    c, raw, _gen = dial(cfg, login, True, cfg["keepalive"], "registration")
+    from aliyun_iot.link import Link  # after the handshake: not in RAM while TLS needs the most
+
+    link = Link(c.sock, cfg["timeout"] * 1000, _MAX_REPLY + 64, raw, c)
     try:
         limit = cfg["timeout"] * 1000
         t0 = time.ticks_ms()
@@ -110,6 +119,8 @@ def obtain(cfg, dn, path):
             gc.collect()  # the next TLS handshake wants large blocks (tls_nomem: out of RAM)
     once = None  # https's register_once: let it go with its module
     forget("https", "reply", "dial", "link", "tls", "neterr")  # the network part is done: room to store
+    if not cfg["tls"]:
+        cfg["ctx"] = None  # registration's own: a plain session does not keep it
     from aliyun_iot import store
 
     store.save(cred, path)

@@ -1,18 +1,15 @@
 # The authenticated session that runs for months. check() serves the link
-# (packets, keepalive, the PINGRESP deadline) and, when the link is down,
-# reconnects by itself on the schedule of the policy table (README: "Life
-# after online"). Link trouble never reaches the application; its own
-# failures (a refused post, a refused subscription) do, and never end the
-# session.
-import json
+# and, when the link is down, reconnects by itself on the schedule of the
+# policy table (README: "Life after online"). Link trouble never reaches the
+# application; its own failures (a refused post, a refused subscription) do,
+# and never end the session. What only a connection needs (serving packets,
+# keepalive, a post's wait) is in link.py, in RAM only while connected: a
+# reconnection's TLS handshake has this module and dial.py beside it.
 import time
 
-from micropython import const
+from aliyun_iot import IotError, backoff_ms, forget, log, sleep_ms
 
-from aliyun_iot import IotError, backoff_ms, feed, forget, log, sleep_ms
 
-_SUBACK = const(0x90)
-_SLICE_MS = const(1000)  # longest single wait, so the watchdog is fed
 class Session:
     """The device's MQTT session. Call check() from the application's loop, at least every second."""
 
@@ -22,45 +19,31 @@ class Session:
         self.login = creds.login_for(cred, cfg)  # computed once: the signing code is dropped
         forget("creds")
         # What a reconnection needs of config.json (no Wi-Fi password, no ProductSecret); ctx: the TLS
-        # context, built once (by the boot, or by the first connection).
+        # context the boot built (None without TLS).
         self.cfg = {k: cfg.get(k) for k in ("host", "port", "tls", "ca", "ctx", "timeout", "keepalive",
                                              "backoff_ms", "retry_cap_s", "refused_cap_s")}
-        self.led = None  # a machine.Pin (set by the boot flow): on while offline
-        self.on_error = None  # fn(exc): the application's failures reported from check()
+        # led: a machine.Pin (set by the boot flow), on while offline; on_error: fn(exc), the application's
+        # failures reported from check(); ping: when an unanswered PINGREQ went out; want: the post id
+        # awaited (a str), then its reply (a dict).
+        self.led = self.on_error = self.on_set = self.link = self.ping = self.want = None
+        self.online = False  # the link is up (link is not None)
         self.topic = ("/sys/%s/%s/thing/" % (cred["pk"], cred["dn"])).encode()
-        self.subs = {self.topic + b"event/property/post_reply": self._reply}  # topic -> fn(topic, payload)
+        # topic -> fn(topic, payload); None: the post replies, True: property sets (both in link.py)
+        self.subs = {self.topic + b"event/property/post_reply": None}
         self.pend = {}  # packet id -> topic, until its SUBACK
-        self.on_set = None
-        self.link = None
         self.connects = self.fails = self.n = self.up = 0
         self.next = self.tx = self.rx = self.t = time.ticks_ms()
-        self.ping = None  # when an unanswered PINGREQ went out
-        self.want = None  # the post id awaited (a str), then its reply (a dict)
-
-    @property
-    def online(self):
-        return self.link is not None
 
     def uptime_s(self):
         """Seconds since the session was made; survives the ticks wrap (12.4 days on an ESP32)."""
         self.check(-1)
         return self.up // 1000
 
-    # ---- connection
-
-    def connect(self):
-        """Open the connection with the stored credential and (re)subscribe. Raises IotError."""
-        from aliyun_iot import dial
-
-        try:
-            dial.open_link(self)
-        finally:
-            forget("dial", "link", "neterr")  # connection-time code; an open link keeps what it uses
-
     def close(self):
         if self.link is not None:
             self.link.close()
             self.link = None
+            self.online = False
 
     def _lost(self, e):
         log("link lost (%s): reconnecting" % e.code)
@@ -80,81 +63,36 @@ class Session:
         t0 = time.ticks_ms()
         self.up += time.ticks_diff(t0, self.t)  # a sum of steps: the ticks wrap does not matter
         self.t = t0
-        feed()
+        sleep_ms(0)  # the watchdog
         if wait_ms < 0:  # uptime_s(): the clock only
             return 0
-        if self.link is None:
-            d = time.ticks_diff(self.next, t0)
-            if d > 0:
-                sleep_ms(min(d, wait_ms))
-            if d <= wait_ms:
-                from aliyun_iot import dial
+        if self.link is not None:
+            return self.link.serve(self, wait_ms, t0)
+        d = time.ticks_diff(self.next, t0)
+        if d > 0:
+            sleep_ms(min(d, wait_ms))
+        if d <= wait_ms:
+            from aliyun_iot import dial
 
+            try:
+                up = dial.retry(self)
+            finally:
+                dial = None
+                forget("dial", "neterr")  # connection-time code, gone before the link is made
+            if up:  # the Link (a deadline on every read), and the subscriptions, pipelined
+                from aliyun_iot.link import Link
+
+                # 4 KB: the largest packet a session takes.
+                self.link = Link(up[0].sock, self.cfg["timeout"] * 1000, 4096, up[1], up[0])
+                self.online = True
+                up = None
+                forget("link")
                 try:
-                    dial.retry(self)
-                finally:
-                    forget("dial", "link", "neterr")  # connection-time code; an open link keeps what it uses
-            return 0
-        n = 0
-        ms = self.cfg["timeout"] * 1000
-        try:
-            while self.link is not None:
-                now = time.ticks_ms()
-                feed()
-                left = min(0 if n else wait_ms - time.ticks_diff(now, t0), _SLICE_MS)
-                # Keepalive: PINGREQ after half the keepalive without a packet either way; its PINGRESP
-                # within the timeout, or the link is dead (a half-open link is otherwise found late).
-                if self.ping is not None:
-                    over = time.ticks_diff(now, self.ping) - ms
-                    if over >= 0:
-                        raise IotError("no PINGRESP", "ping", True)
-                    left = min(left, -over)
-                else:
-                    idle = self.cfg["keepalive"] * 500 - max(time.ticks_diff(now, self.tx),
-                                                             time.ticks_diff(now, self.rx))
-                    if idle <= 0:
-                        self.link.write(b"\xc0\x00")
-                        self.tx = self.ping = now
-                        idle = ms
-                    left = min(left, idle)
-                if not self.link.wait(left):
-                    if n or time.ticks_diff(time.ticks_ms(), t0) >= wait_ms:
-                        break
-                    continue
-                hdr, a, b = self.link.recv()
-                n += 1
-                self.ping = None  # the server spoke: the link is alive
-                self.rx = time.ticks_ms()
-                if b is not None:
-                    fn = self.subs.get(a)
-                    if fn is not None:
-                        try:
-                            fn(a, b)
-                        except MemoryError:
-                            raise
-                        except Exception as e:  # the application's bug must not end the session
-                            self._event(None, e)
-                elif hdr == _SUBACK and len(a) > 2:
-                    t = self.pend.pop(a[0] << 8 | a[1], None)
-                    if a[2] & 0x80 and t is not None:
-                        self.subs.pop(t, None)  # not sent again on every reconnect
-                        self._event(None, IotError("subscription to %s refused" % t.decode(), "suback"))
-        except IotError as e:
-            self._lost(e)
-        return n
-
-    def _event(self, topic, e):
-        # The rare paths live in events.py, loaded for the call only: a property set (on topic, payload e),
-        # or a report of the application's failure e (topic None).
-        from aliyun_iot import events
-
-        try:
-            if topic is None:
-                events.report(self, e)
-            else:
-                events.property_set(self, topic, e)
-        finally:
-            forget("events")
+                    for t in self.subs:
+                        self.link.sub(self, t)
+                except IotError as e:
+                    self._lost(e)
+        return 0
 
     # ---- the application's side
 
@@ -169,65 +107,28 @@ class Session:
             raise
         self.tx = time.ticks_ms()
 
-    def _sub(self, t):
-        # SUBSCRIBE (QoS 0) without waiting: its SUBACK is read with the other packets.
-        if len(t) > 122:
-            raise ValueError("topic longer than 122 bytes")
-        self.n = self.n % 65535 + 1
-        self.pend[self.n] = t
-        self.link.write(bytes((0x82, 5 + len(t), self.n >> 8, self.n & 255, 0, len(t))) + t + b"\x00")
-
     def subscribe(self, topic, cb):
         """Call cb(topic, payload) (both bytes) for every message on topic, also after a reconnect.
         A refusal is reported (on_error, or the log) and the topic dropped."""
         t = topic.encode() if isinstance(topic, str) else topic
+        if len(t) > 122:  # checked before it is kept: it is sent again at every reconnection
+            raise ValueError("topic longer than 122 bytes")
         self.subs[t] = cb
         if self.link is not None:
             try:
-                self._sub(t)
+                self.link.sub(self, t)
             except IotError as e:
                 self._lost(e)
 
     def on_property_set(self, fn):
         """fn(params) handles a property set from the cloud and returns the reply code (None: 200)."""
         self.on_set = fn
-        self.subscribe(self.topic + b"service/property/set", self._event)
-
-    def _reply(self, topic, payload):
-        try:
-            r = json.loads(payload)
-        except ValueError:
-            return
-        if isinstance(r, dict) and isinstance(self.want, str) and str(r.get("id")) == self.want:
-            self.want = r  # replies nobody waits for are dropped: nothing grows per message
+        self.subscribe(self.topic + b"service/property/set", True)  # True: events.py (link.py)
 
     def post_property(self, params, wait=True):
         """Post properties; with wait, return the platform's reply once it arrives.
 
         Raises IotError: "post<code>" when the platform refuses it, timeout, offline."""
-        self.n = self.n % 65535 + 1
-        mid = str(self.n)
-        body = {"id": mid, "version": "1.0", "params": params, "method": "thing.event.property.post"}
-        self.publish(self.topic + b"event/property/post", json.dumps(body))
-        if not wait:
-            return None
-        limit = self.cfg["timeout"] * 1000
-        t0 = time.ticks_ms()
-        self.want = mid
-        try:
-            while not isinstance(self.want, dict):
-                if self.link is None:
-                    raise IotError("link lost", "closed", True)
-                left = limit - time.ticks_diff(time.ticks_ms(), t0)
-                if left <= 0:
-                    # Is the link still there? The next check() sends a PINGREQ and finds out.
-                    self.tx = time.ticks_add(time.ticks_ms(), -self.cfg["keepalive"] * 500)
-                    raise IotError("no post reply", "timeout", True)
-                self.check(left)
-            r = self.want
-        finally:
-            self.want = None
-        c = r.get("code")
-        if c != 200:
-            raise IotError("post refused: %s" % c, "post%s" % c, c == 429)
-        return r
+        if self.link is None:
+            raise IotError("offline", "offline", True)
+        return self.link.post(self, params, wait)

@@ -74,11 +74,14 @@ def roots(cfg, host=""):
 
 
 def for_host(cfg, host):
-    """(SSLContext, ssl_params) that require a certificate for host chained to the roots for it.
-    ssl_params is for umqtt.simple 1.3.4's ssl.wrap_socket, which takes a single root."""
-    rs = roots(cfg, host)
+    """An SSLContext that requires a certificate for host chained to the roots for it."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.verify_mode = ssl.CERT_REQUIRED
-    for der in rs:
+    for der in roots(cfg, host):
         ctx.load_verify_locations(cadata=der)
-    return ctx, {"cert_reqs": ssl.CERT_REQUIRED, "cadata": rs[0], "server_hostname": host}
+    return ctx
+
+
+def params(cfg, host):
+    """umqtt.simple 1.3.4's ssl_params (its ssl.wrap_socket takes a single root), for each connection."""
+    return {"cert_reqs": ssl.CERT_REQUIRED, "cadata": roots(cfg, host)[0], "server_hostname": host}

@@ -38,8 +38,10 @@ reply = s.post_property({"temperature": 21})
 devkit.equal("post-after-idle-waits", (reply.get("code"), s.connects), (200, 1))
 
 # The same credential logging in elsewhere kicks this session off; check() reconnects by itself.
+cfg["ctx"] = s.cfg["ctx"]  # the TLS context the boot built
 other = Session(cfg, cred)
-other.connect()
+while not other.online:
+    other.check(500)
 back = until(lambda: s.connects == 2, 8000) and s.online
 devkit.check("kicked-off-then-back", back, "connects=%d" % s.connects)
 other.close()
