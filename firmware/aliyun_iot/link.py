@@ -114,11 +114,11 @@ class Link:
             raise IotError("malformed packet", "bad_reply", True)
         return hdr, bytes(body[2 : 2 + tl]), body[pos:]
 
-    def close(self, disconnect=True):
-        """Send DISCONNECT (if asked and MQTT) and close; errors on the way out are not news."""
+    def close(self):
+        """Send DISCONNECT (MQTT) and close; errors on the way out are not news."""
         if self.sock is None:
             return
-        if disconnect and self.client:
+        if self.client:
             try:
                 self.write(b"\xe0\x00")
             except IotError:
