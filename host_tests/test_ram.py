@@ -15,7 +15,7 @@ from tools.devrun import micropython_exe
 from tools.ram import RamProbe
 
 NORMAL_X = 1.6  # normal boot: smallest heap <= 1.6 x the baseline's (measured: 1.52x; goal 1.5x)
-RECONNECT_X = 1.6  # a normal boot, then a reconnection (measured: 1.57x)
+RECONNECT_X = 1.65  # a normal boot, then a reconnection (measured: 1.57x)
 # First boot: the issue's own limit (measured: 1.74x). Past 300 qstrs the unix port allocates a fifth qstr
 # pool (3.6 KB, about 0.16x), and this fails: the qstr budget stays visible.
 FIRST_X = 1.8
