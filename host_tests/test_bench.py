@@ -34,3 +34,17 @@ def test_bench_short_pass_produces_every_figure(tmp_path):
     assert ram["mpy_normal_boot"] < ram["mpy_package"]
     assert (tmp_path / "bench.png").stat().st_size > 0
     assert "floor" in r.stdout and "smallest -X heapsize" in r.stdout and "normal boot" in r.stdout
+
+
+def test_ram_tool_refuses_a_wrong_build_in_one_line(tmp_path):
+    # --exe and --frozen (tools/unix32.sh builds): a careless call gets one line and exit 2, before anything
+    # starts.
+    not_exe = tmp_path / "micropython"
+    not_exe.write_text("not a program")
+    for args, says in ((["--frozen"], "--frozen needs --exe"),
+                       (["--exe", str(tmp_path / "none")], "is not an executable file"),
+                       (["--exe", str(not_exe)], "is not an executable file"),
+                       (["--no-tl"], "unrecognized arguments: --no-tl")):
+        r = subprocess.run([sys.executable, "-m", "tools.ram", *args], cwd=REPO, capture_output=True,
+                           text=True, timeout=60)
+        assert r.returncode == 2 and says in r.stderr.strip().splitlines()[-1], (args, r.stderr)

@@ -48,3 +48,14 @@ def test_ram_next_to_a_bare_umqtt_connection(tmp_path, record_property):
                                                                        base_held))
     finally:
         p.stop()
+
+
+def test_ram_over_plain_mqtt(tmp_path):
+    # python -m tools.ram --no-tls (for a build without TLS, tools/unix32.sh), run on the installed port:
+    # every figure but the first boot's (registration is TLS only).
+    from tools.ram import figures
+
+    r = figures(tmp_path, tls=False)
+    assert r["baseline_kib"] < r["normal_kib"] <= r["reconnect_kib"] + 4
+    assert r["first_kib"] is None and r["first_boot_code_held"] is None
+    assert 0 < r["held_over_baseline"] < r["normal_held"]

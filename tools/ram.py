@@ -12,6 +12,7 @@ is still held.
 Used by `make bench` (the numbers) and by the RAM test (the ratios as limits).
 """
 
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -33,15 +34,26 @@ def _held(stdout):
 
 
 class RamProbe:
-    """An emulator and the compiled firmware in `work`; start() before use, stop() after."""
+    """An emulator and the compiled firmware in `work`; start() before use, stop() after.
 
-    def __init__(self, work):
+    exe: another build of the unix port for the measured runs (the credential is always obtained with the
+    installed one, over TLS); tls=False: the measured runs use plain MQTT, for a build without TLS (no first
+    boot then: registration is TLS only); frozen: the package and the shims are frozen into exe, so the runs
+    have no lib/ and no shims on their path."""
+
+    def __init__(self, work, exe=None, tls=True, frozen=False):
         self.work = Path(work)
         self.lib, self.shims = compile_firmware(self.work / "mpy")
         self.emu = EmulatorProcess(self.work / "state", self.work / "emulator.log",
                                    ["--product", "%s=%s" % (PK, PS), "--register-linger", "2"])
         self.n = 0
         self._normal = None
+        self.exe, self.tls = exe, tls
+        if frozen:
+            (self.work / "empty").mkdir(exist_ok=True)
+            self._path, self._shims = [], str(self.work / "empty")
+        else:
+            self._path, self._shims = ["lib"], "shims"
 
     def start(self):
         self.emu.start()
@@ -67,8 +79,8 @@ class RamProbe:
         return flash
 
     def _boot(self, flash, heap_kib, args=()):
-        return boot("micropython", flash, heapsize="%dK" % heap_kib, path=["lib"], shims="shims", timeout=60,
-                    args=args)
+        return boot("micropython", flash, heapsize="%dK" % heap_kib, path=self._path, shims=self._shims,
+                    timeout=60, args=args, exe=self.exe)
 
     def baseline(self, heap_kib):
         """(online?, held bytes) of the bare umqtt.simple connection."""
@@ -78,20 +90,26 @@ class RamProbe:
         ident = "%s.%s" % (PK, dn)
         pw = sign("hmacsha256", ds, {"clientId": ident, "deviceName": dn, "productKey": PK,
                                      "timestamp": TIMESTAMP})
-        cid = "%s|securemode=2,signmethod=hmacsha256,timestamp=%s|" % (ident, TIMESTAMP)
+        mode = 2 if self.tls else 3
+        cid = "%s|securemode=%d,signmethod=hmacsha256,timestamp=%s|" % (ident, mode, TIMESTAMP)
         topic = "/sys/%s/%s/thing/event/property/post" % (PK, dn)
-        args = ["localhost", self.emu.port, "emulator_ca.der", cid, "%s&%s" % (dn, PK), pw, topic]
-        r = run_script("micropython", BASELINE, cwd=self._normal, heapsize="%dK" % heap_kib, path=["lib"],
-                       shims="shims", timeout=60, args=args)
+        args = ["localhost", self.emu.port if self.tls else self.emu.tcp_port,
+                "emulator_ca.der" if self.tls else "-", cid, "%s&%s" % (dn, PK), pw, topic]
+        r = run_script("micropython", BASELINE, cwd=self._normal, heapsize="%dK" % heap_kib, path=self._path,
+                       shims=self._shims, timeout=60, args=args, exe=self.exe)
         ok = "RESULT online" in r.stdout
         return ok, _held(r.stdout) if ok else None
 
     def _prepare_normal(self):
         dn = self._device("normal")
         flash = self._flash(dn)
-        b = self._boot(flash, 1024)
+        b = boot("micropython", flash, heapsize="1024K", path=["lib"], shims="shims", timeout=60)
         if b.result != "online":
             raise RuntimeError("first boot for the probe failed: %s\n%s" % (b.result, b.stdout[-2000:]))
+        if not self.tls:
+            cfg = json.loads((flash / "config.json").read_text())
+            cfg.update(tls=False, port=self.emu.tcp_port)
+            (flash / "config.json").write_text(json.dumps(cfg))
         self._normal = flash
         self._baseline_identity = (dn, self.emu.device(PK, dn)["secret"])
 
@@ -112,6 +130,8 @@ class RamProbe:
 
     def first(self, heap_kib):
         """(online?, held bytes, first-boot modules still held after online) of a first boot."""
+        if not self.tls:
+            raise ValueError("a first boot registers over TLS: not measured with tls=False")
         dn = self._device("first")
         flash = self._flash(dn)
         try:
@@ -150,42 +170,68 @@ class RamProbe:
 NOT_NORMAL_BOOT = ("register", "https", "reply", "roots", "neterr", "events", "fatal")
 
 
-def figures(work):
-    """The RAM figures of one run, as a dict (make bench, python -m tools.ram)."""
-    p = RamProbe(work).start()
+def figures(work, exe=None, tls=True, frozen=False):
+    """The RAM figures of one run, as a dict (make bench, python -m tools.ram); see RamProbe for the options.
+    Without TLS there is no first boot: its figures are None."""
+    p = RamProbe(work, exe, tls, frozen).start()
     try:
-        out = {"baseline_kib": p.smallest(p.baseline), "normal_kib": p.smallest(p.normal),
-               "reconnect_kib": p.smallest(p.reconnect), "first_kib": p.smallest(p.first)}
+        out = {"baseline_kib": p.smallest(p.baseline)}
+        if out["baseline_kib"] is None:
+            raise RuntimeError("the bare baseline does not come online with %s%s" % (
+                exe or "the installed unix port", "" if not tls else " (a build without TLS needs --no-tls)"))
+        out["normal_kib"] = p.smallest(p.normal)
+        out["reconnect_kib"] = p.smallest(p.reconnect)
+        out["first_kib"] = p.smallest(p.first) if tls else None
         out["baseline_held"] = p.baseline(256)[1]
         out["normal_held"] = p.normal(256)[1]
-        _ok, out["first_held"], out["first_boot_code_held"] = p.first(256)
+        _ok, out["first_held"], out["first_boot_code_held"] = p.first(256) if tls else (None, None, None)
     finally:
         p.stop()
     base = out["baseline_kib"]
-    out["normal_x"] = round(out["normal_kib"] / base, 2)
-    out["first_x"] = round(out["first_kib"] / base, 2)
-    out["reconnect_x"] = round(out["reconnect_kib"] / base, 2)
+    for k in ("normal", "first", "reconnect"):
+        out[k + "_x"] = out[k + "_kib"] and round(out[k + "_kib"] / base, 2)
     out["held_over_baseline"] = out["normal_held"] - out["baseline_held"]
     sizes = {f.stem: f.stat().st_size for f in (p.lib / "aliyun_iot").glob("*.mpy")}
     out["mpy_package"] = sum(sizes.values())
     out["mpy_normal_boot"] = sum(n for m, n in sizes.items() if m not in NOT_NORMAL_BOOT)
     out["mpy_files"] = sizes
+    out["runs"] = {"exe": exe, "tls": tls, "frozen": frozen}
     return out
 
 
 def table(r):
+    runs = r.get("runs") or {}
+    how = "frozen into %s" % runs["exe"] if runs.get("frozen") else "as .mpy"
+    if runs.get("exe") and not runs.get("frozen"):
+        how += " on %s" % runs["exe"]
+    tls = runs.get("tls", True)
+    flash = "  (frozen here: in flash)" if runs.get("frozen") else ""
+    first = ("  first boot                      %3d KiB  %.2fx   (goal 1.8x)" % (r["first_kib"], r["first_x"])
+             if r["first_kib"] else "  first boot                      n/a (registration is TLS only)")
+    held = "  held once online over baseline  %5d B         (goal 8 KB)" % r["held_over_baseline"]
+    if r["first_boot_code_held"] is not None:
+        held += "  first-boot code held: %s" % (", ".join(r["first_boot_code_held"]) or "none")
     return "\n".join([
-        "RAM (unix port, package and shims as .mpy; the smallest -X heapsize from which it comes online,"
-        " checked up to 3 KiB above):",
-        "  bare umqtt.simple TLS baseline  %3d KiB" % r["baseline_kib"],
+        "RAM (unix port, package and shims %s; the smallest -X heapsize from which it comes online,"
+        " checked up to 3 KiB above):" % how,
+        "  %-32s%3d KiB" % ("bare umqtt.simple %s baseline" % ("TLS" if tls else "plain"), r["baseline_kib"]),
         "  normal boot                     %3d KiB  %.2fx   (goal 1.5x)" % (r["normal_kib"], r["normal_x"]),
-        "  first boot                      %3d KiB  %.2fx   (goal 1.8x)" % (r["first_kib"], r["first_x"]),
+        first,
         "  normal boot, then a reconnect   %3d KiB  %.2fx" % (r["reconnect_kib"], r["reconnect_x"]),
-        "  held once online over baseline  %5d B         (goal 8 KB)  first-boot code held: %s"
-        % (r["held_over_baseline"], ", ".join(r["first_boot_code_held"]) or "none"),
-        "  .mpy a normal boot imports      %5d B         (goal 10 KB)" % r["mpy_normal_boot"],
-        "  .mpy whole package              %5d B         (goal 16 KB)" % r["mpy_package"],
+        held,
+        "  .mpy a normal boot imports      %5d B         (goal 10 KB)%s" % (r["mpy_normal_boot"], flash),
+        "  .mpy whole package              %5d B         (goal 16 KB)%s" % (r["mpy_package"], flash),
     ])
+
+
+def _exe(path):
+    # --exe: an existing, runnable unix port; one clear line otherwise.
+    import argparse
+    import os
+
+    if not os.path.isfile(path) or not os.access(path, os.X_OK):
+        raise argparse.ArgumentTypeError("%s is not an executable file (a MicroPython unix port)" % path)
+    return os.path.abspath(path)
 
 
 def main(argv=None):
@@ -194,10 +240,34 @@ def main(argv=None):
 
     ap = argparse.ArgumentParser(prog="python -m tools.ram", allow_abbrev=False,
                                  description=__doc__.split("\n\n")[0])
-    ap.parse_args(argv)
+    ap.add_argument("--exe", type=_exe, metavar="PATH",
+                    help="measure with this build of the unix port (e.g. a 32-bit one: tools/unix32.sh)")
+    ap.add_argument("--no-tls", action="store_true",
+                    help="plain MQTT for the measured runs, for a build without TLS (no first boot then)")
+    ap.add_argument("--frozen", action="store_true",
+                    help="the package and the shims are frozen into --exe: no lib/ on the path")
+    a = ap.parse_args(argv)
+    if a.frozen and not a.exe:
+        ap.error("--frozen needs --exe, a build with the package frozen in (tools/unix32.sh --frozen)")
+    if a.frozen:
+        import subprocess
+
+        r = subprocess.run([a.exe, "-c", "import aliyun_iot, umqtt.simple"], env={"MICROPYPATH": ".frozen"},
+                           capture_output=True, timeout=30)
+        if r.returncode:
+            ap.error("%s has no frozen aliyun_iot and umqtt.simple (build it with tools/unix32.sh SRC OUT "
+                     "--frozen)" % a.exe)
     with tempfile.TemporaryDirectory(prefix="ram-") as work:
         print("ram: measuring on the unix port (about 15 s)...", file=sys.stderr, flush=True)
-        print(table(figures(work)))
+        try:
+            r = figures(work, a.exe, not a.no_tls, a.frozen)
+        except RuntimeError as e:
+            print("ram: %s" % e, file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print("ram: interrupted", file=sys.stderr)
+            return 130
+        print(table(r))
     return 0
 
 

