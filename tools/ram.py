@@ -17,7 +17,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from tools.devrun import board_flash, boot, compile_firmware, run_script
+from tools.devrun import BOOT_ONCE, board_flash, boot, compile_firmware, run_script
 from tools.emulator.process import EmulatorProcess
 from tools.emulator.sign import sign
 
@@ -76,11 +76,15 @@ class RamProbe:
         # As on a board: the package in /lib, its file names (interned when a module is imported) that short.
         shutil.copytree(self.lib, flash / "lib")
         shutil.copytree(self.shims, flash / "shims")
+        # The scripts run from the flash under short names: a script's path is interned, and the same name
+        # on every machine keeps the heap the same wherever the repository lies.
+        shutil.copy(BOOT_ONCE, flash / "boot_once.py")
+        shutil.copy(BASELINE, flash / "baseline.py")
         return flash
 
     def _boot(self, flash, heap_kib, args=()):
         return boot("micropython", flash, heapsize="%dK" % heap_kib, path=self._path, shims=self._shims,
-                    timeout=60, args=args, exe=self.exe)
+                    timeout=60, args=args, exe=self.exe, script=Path("boot_once.py"))
 
     def baseline(self, heap_kib):
         """(online?, held bytes) of the bare umqtt.simple connection."""
@@ -95,8 +99,8 @@ class RamProbe:
         topic = "/sys/%s/%s/thing/event/property/post" % (PK, dn)
         args = ["localhost", self.emu.port if self.tls else self.emu.tcp_port,
                 "emulator_ca.der" if self.tls else "-", cid, "%s&%s" % (dn, PK), pw, topic]
-        r = run_script("micropython", BASELINE, cwd=self._normal, heapsize="%dK" % heap_kib, path=self._path,
-                       shims=self._shims, timeout=60, args=args, exe=self.exe)
+        r = run_script("micropython", Path("baseline.py"), cwd=self._normal, heapsize="%dK" % heap_kib,
+                       path=self._path, shims=self._shims, timeout=60, args=args, exe=self.exe)
         ok = "RESULT online" in r.stdout
         return ok, _held(r.stdout) if ok else None
 

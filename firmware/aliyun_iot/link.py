@@ -39,13 +39,6 @@ class Link:
         if client:
             client.sock = self
 
-    def wait(self, ms):
-        """True when a read would find data (or the end) within ms; a dead socket raises."""
-        ev = self.poll.poll(ms if ms > 0 else 0)
-        if ev and ev[0][1] & _DEAD:
-            raise IotError("closed", "closed", True)
-        return bool(ev)
-
     def read(self, n):
         """n bytes, fewer only at the end of the stream."""
         if n > self.max_read:
@@ -66,7 +59,9 @@ class Link:
                 left = self.ms - time.ticks_diff(time.ticks_ms(), t0)
                 if left <= 0:
                     raise IotError("read timed out", "timeout", True)
-                self.wait(left)
+                ev = self.poll.poll(left)
+                if ev and ev[0][1] & _DEAD:
+                    raise IotError("closed", "closed", True)
             elif k:
                 got += k
             else:
@@ -112,7 +107,9 @@ class Link:
             pos += 2
         if pos > n:
             raise IotError("malformed packet", "bad_reply", True)
-        return hdr, bytes(body[2 : 2 + tl]), body[pos:]
+        topic = bytes(memoryview(body)[2 : 2 + tl])
+        body[:pos] = b""  # the payload, in place: no copy of it
+        return hdr, topic, body
 
     def close(self):
         """Send DISCONNECT (MQTT) and close; errors on the way out are not news."""
@@ -161,7 +158,10 @@ class Link:
                         s.tx = s.ping = now
                         idle = self.ms
                     left = min(left, idle)
-                if not self.wait(left):
+                ev = self.poll.poll(left if left > 0 else 0)
+                if ev and ev[0][1] & _DEAD:  # a TLS socket that has failed
+                    raise IotError("closed", "closed", True)
+                if not ev:
                     if n or time.ticks_diff(time.ticks_ms(), t0) >= wait_ms:
                         break
                     continue

@@ -207,12 +207,14 @@ def board_flash(emu, flash, **cfg):
     return conf
 
 
-def boot(runtime, flash, env=None, timeout=90, heapsize=None, path=None, shims=None, args=(), exe=None):
+def boot(runtime, flash, env=None, timeout=90, heapsize=None, path=None, shims=None, args=(), exe=None,
+         script=BOOT_ONCE):
     """One boot of the firmware in `flash` (path: module dirs instead of firmware/; args: boot_once.py's,
-    e.g. ("reconnect",); exe: another build of the unix port); returns a Boot."""
+    e.g. ("reconnect",); exe: another build of the unix port; script: a copy of boot_once.py); returns a
+    Boot."""
     r = run_script(
         runtime,
-        BOOT_ONCE,
+        script,
         cwd=flash,
         args=args,
         env=env,
