@@ -32,8 +32,6 @@ def classify(e, what):
     return IotError("%s: %s" % (what, e), "network", True)
 
 
-
-
 def connecting(e, what):
     """classify(), for an exception out of umqtt.simple's connect(): a CONNACK refusal is connack<rc>."""
     from umqtt.simple import MQTTException

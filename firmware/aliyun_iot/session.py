@@ -26,13 +26,16 @@ class Session:
         # failures reported from check(); ping: when an unanswered PINGREQ went out; want: the post id
         # awaited (a str), then its reply (a dict).
         self.led = self.on_error = self.on_set = self.link = self.ping = self.want = None
-        self.online = False  # the link is up (link is not None)
         self.topic = ("/sys/%s/%s/thing/" % (cred["pk"], cred["dn"])).encode()
         # topic -> fn(topic, payload); None: the post replies, True: property sets (both in link.py)
         self.subs = {self.topic + b"event/property/post_reply": None}
         self.pend = {}  # packet id -> topic, until its SUBACK
         self.connects = self.fails = self.n = self.up = 0
         self.next = self.tx = self.rx = self.t = time.ticks_ms()
+
+    @property
+    def online(self):
+        return self.link is not None
 
     def uptime_s(self):
         """Seconds since the session was made; survives the ticks wrap (12.4 days on an ESP32)."""
@@ -43,7 +46,6 @@ class Session:
         if self.link is not None:
             self.link.close()
             self.link = None
-            self.online = False
 
     def _lost(self, e):
         log("link lost (%s): reconnecting" % e.code)
@@ -84,7 +86,6 @@ class Session:
 
                 # 4 KB: the largest packet a session takes.
                 self.link = Link(up[0].sock, self.cfg["timeout"] * 1000, 4096, up[1], up[0])
-                self.online = True
                 up = None
                 forget("link")
                 try:
