@@ -84,9 +84,9 @@ class Session:
             if up:  # the Link (a deadline on every read), and the subscriptions, pipelined
                 from aliyun_iot.link import Link
 
+                client, raw = up
                 # 4 KB: the largest packet a session takes.
-                self.link = Link(up[0].sock, self.cfg["timeout"] * 1000, 4096, up[1], up[0])
-                up = None
+                self.link = Link(client.sock, self.cfg["timeout"] * 1000, 4096, raw, client)
                 forget("link")
                 try:
                     for t in self.subs:
