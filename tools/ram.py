@@ -6,7 +6,8 @@ mpy-cross bytecode (as a board loads them: tools.devrun.compile_firmware):
             and its reply, nothing of this package;
   normal    a boot with the credential stored (tools/devrun/boot_once.py);
   first     a first boot: registration, the credential stored, then the same.
-For each: the smallest -X heapsize (KiB) from which it comes online (checked up to 3 KiB above), and HELD,
+For each: the smallest -X heapsize from which it comes online, found in steps of STEP bytes and checked up
+to 3 KiB above (reported in KiB), and HELD,
 the heap still allocated once online after gc.collect(). The first boot also reports whether first-boot code
 is still held.
 Used by `make bench` (the numbers) and by the RAM test (the ratios as limits).
@@ -15,6 +16,7 @@ Used by `make bench` (the numbers) and by the RAM test (the ratios as limits).
 import json
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 from tools.devrun import BOOT_ONCE, board_flash, boot, compile_firmware, run_script
@@ -24,6 +26,11 @@ from tools.emulator.sign import sign
 BASELINE = Path(__file__).resolve().parent / "devrun" / "baseline.py"
 PK, PS = "a1RamProbe1", "RamProbeProductSecret01"
 TIMESTAMP = "2524608000000"
+# Heaps are measured in steps of STEP bytes (4 heap blocks of the 64-bit port), each edge checked up to WINDOW
+# bytes above: a whole KiB step would round the baseline and the package each up by up to 1 KiB, and move
+# their ratio by up to 0.04.
+STEP = 128
+WINDOW = 3072
 
 
 def _held(stdout):
@@ -56,11 +63,16 @@ class RamProbe:
             self._path, self._shims = ["lib"], "shims"
 
     def start(self):
+        # The boards' flash directories, at a path of the same length wherever `work` is: the unix port
+        # interns the directory of the script it runs (sys.path[0]; a board's is ""), and a longer path
+        # moved the edges by up to 128 bytes between a pytest tmp_path, make bench and python -m tools.ram.
+        self.flashes = Path(tempfile.mkdtemp(prefix="ram-", dir="/tmp"))
         self.emu.start()
         return self
 
     def stop(self):
         self.emu.stop()
+        shutil.rmtree(self.flashes, ignore_errors=True)
 
     def _device(self, prefix):
         self.n += 1
@@ -69,7 +81,7 @@ class RamProbe:
         return dn
 
     def _flash(self, dn):
-        flash = self.work / ("flash-" + dn)
+        flash = self.flashes / dn
         flash.mkdir()
         board_flash(self.emu, flash, product_key=PK, product_secret=PS, device_name=dn, ntp=False, timeout=10,
                     attempts=1, wdt_s=0)
@@ -82,11 +94,11 @@ class RamProbe:
         shutil.copy(BASELINE, flash / "baseline.py")
         return flash
 
-    def _boot(self, flash, heap_kib, args=()):
-        return boot("micropython", flash, heapsize="%dK" % heap_kib, path=self._path, shims=self._shims,
+    def _boot(self, flash, heap, args=()):
+        return boot("micropython", flash, heapsize=str(heap), path=self._path, shims=self._shims,
                     timeout=60, args=args, exe=self.exe, script=Path("boot_once.py"))
 
-    def baseline(self, heap_kib):
+    def baseline(self, heap):
         """(online?, held bytes) of the bare umqtt.simple connection."""
         if self._normal is None:
             self._prepare_normal()
@@ -99,7 +111,7 @@ class RamProbe:
         topic = "/sys/%s/%s/thing/event/property/post" % (PK, dn)
         args = ["localhost", self.emu.port if self.tls else self.emu.tcp_port,
                 "emulator_ca.der" if self.tls else "-", cid, "%s&%s" % (dn, PK), pw, topic]
-        r = run_script("micropython", Path("baseline.py"), cwd=self._normal, heapsize="%dK" % heap_kib,
+        r = run_script("micropython", Path("baseline.py"), cwd=self._normal, heapsize=str(heap),
                        path=self._path, shims=self._shims, timeout=60, args=args, exe=self.exe)
         ok = "RESULT online" in r.stdout
         return ok, _held(r.stdout) if ok else None
@@ -117,55 +129,57 @@ class RamProbe:
         self._normal = flash
         self._baseline_identity = (dn, self.emu.device(PK, dn)["secret"])
 
-    def normal(self, heap_kib):
+    def normal(self, heap):
         """(online?, held bytes) of a boot with the credential stored."""
         if self._normal is None:
             self._prepare_normal()
-        b = self._boot(self._normal, heap_kib)
+        b = self._boot(self._normal, heap)
         return b.result == "online", _held(b.stdout)
 
-    def reconnect(self, heap_kib):
+    def reconnect(self, heap):
         """(online?, held bytes) of a normal boot whose link is then dropped and connected again: the
         device's worst case in the field, a reconnection with the session and the application resident."""
         if self._normal is None:
             self._prepare_normal()
-        b = self._boot(self._normal, heap_kib, ("reconnect",))
+        b = self._boot(self._normal, heap, ("reconnect",))
         return b.result == "online" and "connected (connection 2)" in b.stdout, _held(b.stdout)
 
-    def first(self, heap_kib):
+    def first(self, heap):
         """(online?, held bytes, first-boot modules still held after online) of a first boot."""
         if not self.tls:
             raise ValueError("a first boot registers over TLS: not measured with tls=False")
         dn = self._device("first")
         flash = self._flash(dn)
         try:
-            b = self._boot(flash, heap_kib)
+            b = self._boot(flash, heap)
         finally:
             shutil.rmtree(flash, ignore_errors=True)
         held_code = [ln.split()[1] for ln in b.stdout.splitlines() if ln.startswith("FIRST-BOOT ")]
         return b.result == "online", _held(b.stdout), held_code
 
-    def online_from(self, run, kib, window=3):
-        """True when run comes online with kib KiB and with each of the `window` KiB above (see smallest)."""
-        return all(run(k)[0] for k in range(kib, kib + window + 1))
+    def online_from(self, run, heap, window=WINDOW, step=STEP):
+        """True when run comes online with heap bytes and with each step up to `window` bytes above it (see
+        smallest)."""
+        return all(run(h)[0] for h in range(heap, heap + window + 1, step))
 
-    def smallest(self, run, lo=8, hi=256, window=3):
-        """The smallest heap in KiB with which run(kib) comes online, and with each of the `window` KiB
-        above it too (None: not even hi). The edge is not monotonic: the heap's fragmentation decides
-        whether an allocation of a few hundred bytes finds room, so a heap 1 KiB larger can fail where a
-        smaller one passed. A binary search finds an edge; the answer is moved above any failure near it."""
+    def smallest(self, run, lo=8192, hi=262144, window=WINDOW, step=STEP):
+        """The smallest heap in bytes (a multiple of step) with which run(heap) comes online, and with each
+        step up to `window` bytes above it too (None: not even hi). The edge is not monotonic: the heap's
+        fragmentation decides whether an allocation of a few hundred bytes finds room, so a larger heap can
+        fail where a smaller one passed. A binary search finds an edge; the answer is moved above any failure
+        near it."""
         if not run(hi)[0]:
             return None
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
+        while hi - lo > step:
+            mid = (lo + hi) // 2 // step * step
             lo, hi = (lo, mid) if run(mid)[0] else (mid, hi)
         while True:
-            bad = [k for k in range(hi + 1, hi + window + 1) if not run(k)[0]]
+            bad = [h for h in range(hi + step, hi + window + 1, step) if not run(h)[0]]
             if not bad:
                 return hi
-            hi = bad[-1] + 1
+            hi = bad[-1] + step
             while not run(hi)[0]:
-                hi += 1
+                hi += step
 
 
 # What a normal boot never imports: first-boot code, what only a failure or a rare event loads, and roots
@@ -179,21 +193,24 @@ def figures(work, exe=None, tls=True, frozen=False):
     Without TLS there is no first boot: its figures are None."""
     p = RamProbe(work, exe, tls, frozen).start()
     try:
-        out = {"baseline_kib": p.smallest(p.baseline)}
-        if out["baseline_kib"] is None:
+        heaps = {"baseline": p.smallest(p.baseline)}
+        if heaps["baseline"] is None:
             raise RuntimeError("the bare baseline does not come online with %s%s" % (
                 exe or "the installed unix port", "" if not tls else " (a build without TLS needs --no-tls)"))
-        out["normal_kib"] = p.smallest(p.normal)
-        out["reconnect_kib"] = p.smallest(p.reconnect)
-        out["first_kib"] = p.smallest(p.first) if tls else None
-        out["baseline_held"] = p.baseline(256)[1]
-        out["normal_held"] = p.normal(256)[1]
-        _ok, out["first_held"], out["first_boot_code_held"] = p.first(256) if tls else (None, None, None)
+        heaps["normal"] = p.smallest(p.normal)
+        heaps["reconnect"] = p.smallest(p.reconnect)
+        heaps["first"] = p.smallest(p.first) if tls else None
+        out = {"step_bytes": STEP}
+        out["baseline_held"] = p.baseline(1 << 18)[1]
+        out["normal_held"] = p.normal(1 << 18)[1]
+        _ok, out["first_held"], out["first_boot_code_held"] = p.first(1 << 18) if tls else (None, None, None)
     finally:
         p.stop()
-    base = out["baseline_kib"]
-    for k in ("normal", "first", "reconnect"):
-        out[k + "_x"] = out[k + "_kib"] and round(out[k + "_kib"] / base, 2)
+    for k, heap in heaps.items():
+        out[k + "_bytes"] = heap
+        out[k + "_kib"] = heap and round(heap / 1024, 2)
+        if k != "baseline":
+            out[k + "_x"] = heap and round(heap / heaps["baseline"], 3)
     out["held_over_baseline"] = out["normal_held"] - out["baseline_held"]
     sizes = {f.stem: f.stat().st_size for f in (p.lib / "aliyun_iot").glob("*.mpy")}
     out["mpy_package"] = sum(sizes.values())
@@ -210,21 +227,23 @@ def table(r):
         how += " on %s" % runs["exe"]
     tls = runs.get("tls", True)
     flash = "  (frozen here: in flash)" if runs.get("frozen") else ""
-    first = ("  first boot                      %3d KiB  %.2fx   (goal 1.8x)" % (r["first_kib"], r["first_x"])
-             if r["first_kib"] else "  first boot                      n/a (registration is TLS only)")
-    held = "  held once online over baseline  %5d B         (goal 8 KB)" % r["held_over_baseline"]
+    row = "  %-32s%6.2f KiB  %.3fx   %s"
+    base = "TLS" if tls else "plain"
+    first = (row % ("first boot", r["first_kib"], r["first_x"], "(goal 1.8x)") if r["first_kib"]
+             else "  first boot                      n/a (registration is TLS only)")
+    held = "  held once online over baseline  %5d B            (goal 8 KB)" % r["held_over_baseline"]
     if r["first_boot_code_held"] is not None:
         held += "  first-boot code held: %s" % (", ".join(r["first_boot_code_held"]) or "none")
     return "\n".join([
-        "RAM (unix port, package and shims %s; the smallest -X heapsize from which it comes online,"
-        " checked up to 3 KiB above):" % how,
-        "  %-32s%3d KiB" % ("bare umqtt.simple %s baseline" % ("TLS" if tls else "plain"), r["baseline_kib"]),
-        "  normal boot                     %3d KiB  %.2fx   (goal 1.5x)" % (r["normal_kib"], r["normal_x"]),
+        "RAM (unix port, package and shims %s; the smallest -X heapsize from which it comes online, in"
+        " steps of %d bytes, checked up to 3 KiB above):" % (how, r.get("step_bytes", STEP)),
+        "  %-32s%6.2f KiB" % ("bare umqtt.simple %s baseline" % base, r["baseline_kib"]),
+        row % ("normal boot", r["normal_kib"], r["normal_x"], "(goal 1.5x)"),
         first,
-        "  normal boot, then a reconnect   %3d KiB  %.2fx" % (r["reconnect_kib"], r["reconnect_x"]),
+        (row % ("normal boot, then a reconnect", r["reconnect_kib"], r["reconnect_x"], "")).rstrip(),
         held,
-        "  .mpy a normal boot imports      %5d B         (goal 10 KB)%s" % (r["mpy_normal_boot"], flash),
-        "  .mpy whole package              %5d B         (goal 16 KB)%s" % (r["mpy_package"], flash),
+        "  .mpy a normal boot imports      %5d B            (goal 10 KB)%s" % (r["mpy_normal_boot"], flash),
+        "  .mpy whole package              %5d B            (goal 16 KB)%s" % (r["mpy_package"], flash),
     ])
 
 
@@ -240,7 +259,6 @@ def _exe(path):
 
 def main(argv=None):
     import argparse
-    import tempfile
 
     ap = argparse.ArgumentParser(prog="python -m tools.ram", allow_abbrev=False,
                                  description=__doc__.split("\n\n")[0])
@@ -262,7 +280,7 @@ def main(argv=None):
             ap.error("%s has no frozen aliyun_iot and umqtt.simple (build it with tools/unix32.sh SRC OUT "
                      "--frozen)" % a.exe)
     with tempfile.TemporaryDirectory(prefix="ram-") as work:
-        print("ram: measuring on the unix port (about 15 s)...", file=sys.stderr, flush=True)
+        print("ram: measuring on the unix port (about 20 s)...", file=sys.stderr, flush=True)
         try:
             r = figures(work, a.exe, not a.no_tls, a.frozen)
         except RuntimeError as e:

@@ -54,7 +54,7 @@ def _read_response(sock):
     # server that keeps the connection open does not run into the deadline.
     buf = b""
     while buf.find(b"\r\n\r\n") < 0:
-        b = sock.read(1)
+        b = sock.read(1, True)
         if not b:
             return buf
         buf += b
@@ -71,7 +71,7 @@ def _read_response(sock):
                        "bad_reply", True)
     end = buf.find(b"\r\n\r\n") + 4
     want = (_MAX_RESPONSE if size is None else size) - (len(buf) - end)
-    rest = sock.read(want) if want > 0 else b""
+    rest = sock.read(want, True) if want > 0 else b""
     if size is None and len(rest) >= want:
         raise IotError("HTTPS registration response larger than %d bytes" % _MAX_RESPONSE, "bad_reply", True)
     return buf + rest

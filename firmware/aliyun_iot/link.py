@@ -24,8 +24,8 @@ _DEAD = const(0x38)  # POLLERR | POLLHUP | POLLNVAL (a TLS socket that has faile
 
 class Link:
     """A connected (TLS) socket whose every read and write ends within ms; .client is the umqtt.simple
-    MQTTClient that opened it (its writes come here). Reads over max_read are refused before anything is
-    allocated for them. Registration and HTTPS use it too."""
+    MQTTClient that opened it (its writes come here). An MQTT packet over max_read bytes is refused before
+    anything is allocated for it (HTTPS bounds its own reads). Registration and HTTPS use it too."""
 
     def __init__(self, sock, ms, max_read, raw=None, client=None):
         self.sock = sock
@@ -39,10 +39,8 @@ class Link:
         if client:
             client.sock = self
 
-    def read(self, n):
-        """n bytes, fewer only at the end of the stream."""
-        if n > self.max_read:
-            raise IotError("packet over %d bytes" % self.max_read, "bad_reply", True)
+    def read(self, n, part=False):
+        """n bytes; with part, fewer at the end of the stream (without, the end is IotError closed)."""
         buf = bytearray(n)
         mv = memoryview(buf)
         got = 0
@@ -64,8 +62,10 @@ class Link:
                     raise IotError("closed", "closed", True)
             elif k:
                 got += k
-            else:
+            elif part:
                 return buf[:got]
+            else:
+                raise IotError("closed", "closed", True)
         return buf
 
     def write(self, buf, n=None):
@@ -82,34 +82,33 @@ class Link:
     def recv(self):
         """The next packet, which has started to arrive: (header byte, topic, payload) for a PUBLISH
         (acknowledged if QoS 1), else (header byte, body, None)."""
-        b = self.read(1)
-        hdr = b[0] if b else 0
+        hdr = self.read(1)[0]
         n = shift = 0
-        while b:
-            b = self.read(1)
-            if b:
-                n |= (b[0] & 0x7F) << shift
-                if not b[0] & 0x80:
-                    break
-                shift += 7
-                if shift > 21:
-                    raise IotError("malformed packet", "bad_reply", True)
-        body = self.read(n) if b and n else b""
-        if not b or len(body) != n:
-            raise IotError("closed", "closed", True)
+        while True:
+            b = self.read(1)[0]
+            n |= (b & 0x7F) << shift
+            if not b & 0x80:
+                break
+            shift += 7
+            if shift > 21:
+                raise IotError("malformed packet", "bad_reply", True)
+        if n > self.max_read:
+            raise IotError("packet over %d bytes" % self.max_read, "bad_reply", True)
         if hdr & 0xF0 != _PUBLISH:
-            return hdr, body, None
-        tl = (body[0] << 8 | body[1]) if n > 1 else 1 << 16
-        pos = 2 + tl
-        if hdr & 0x06:
-            if hdr & 0x06 == 0x02:
-                self.write(b"\x40\x02" + body[pos : pos + 2])
-            pos += 2
+            return hdr, self.read(n), None
+        # A PUBLISH: its topic and its payload read apart (two smaller blocks find room in a fragmented
+        # heap where one would not).
+        b = self.read(2) if n > 1 else b"\xff\xff"
+        tl = b[0] << 8 | b[1]
+        pos = 2 + tl + (2 if hdr & 0x06 else 0)
         if pos > n:
             raise IotError("malformed packet", "bad_reply", True)
-        topic = bytes(memoryview(body)[2 : 2 + tl])
-        body[:pos] = b""  # the payload, in place: no copy of it
-        return hdr, topic, body
+        topic = bytes(self.read(tl))
+        if hdr & 0x06:
+            b = self.read(2)
+            if hdr & 0x06 == 0x02:
+                self.write(b"\x40\x02" + b)
+        return hdr, topic, self.read(n - pos)
 
     def close(self):
         """Send DISCONNECT (MQTT) and close; errors on the way out are not news."""
@@ -213,8 +212,8 @@ class Link:
         # s.post_property() while connected.
         s.n = s.n % 65535 + 1
         mid = str(s.n)
-        body = {"id": mid, "version": "1.0", "params": params, "method": "thing.event.property.post"}
-        s.publish(s.topic + b"event/property/post", json.dumps(body))
+        s.publish(s.topic + b"event/property/post", json.dumps({"id": mid, "version": "1.0", "params": params,
+                                                                "method": "thing.event.property.post"}))
         if not wait:
             return None
         t0 = time.ticks_ms()
