@@ -3,12 +3,12 @@ the smallest -X heapsize of a normal boot, of a normal boot followed by a reconn
 case in the field: the session resident) and of a first boot, as multiples of the bare baseline's; the heap
 the package still holds once online; and no first-boot code held after registration.
 
-Two limits are the issue's goals: a first boot within 1.8x (measured: 1.74x) and a normal boot within 1.5x
-(measured: 1.475x). The others are what the package reaches today, with a little headroom, so that any
-regression fails here: a reconnection within 1.6x (measured: 1.54x) and 14 KB held (measured: 13.5 KB; the
-goal, 8 KB, is not met: README "RAM" says where the rest goes). Heaps are found in steps of 128 bytes
-(tools.ram.STEP), and each limit is checked with the 3 KiB above it too: whether a heap is enough is decided
-by fragmentation, not monotonic in its size.
+Two limits are the issue's goals: a first boot within 1.8x (measured: 1.72x, 1.74x in some runs) and a
+normal boot within 1.5x (measured: 1.475x). The others are what the package reaches today, with a little
+headroom, so that any regression fails here: a reconnection within 1.6x (measured: 1.54x) and 14 KB held
+(measured: 13.5 KB; the goal, 8 KB, is not met: README "RAM" says where the rest goes). Heaps are found in
+steps of 128 bytes (tools.ram.STEP), and each limit is checked with the 3 KiB above it too: whether a heap is
+enough is decided by fragmentation, not monotonic in its size.
 """
 
 import pytest
@@ -18,8 +18,8 @@ from tools.ram import STEP, RamProbe
 
 NORMAL_X = 1.5  # normal boot: the goal (measured: 1.475x)
 RECONNECT_X = 1.6  # a normal boot, then a reconnection (measured: 1.54x)
-# First boot: the goal (measured: 1.74x). Past 300 qstrs the unix port allocates a fifth qstr pool (3.6 KB,
-# about 0.16x), and this fails: the qstr budget stays visible.
+# First boot: the goal (measured: 1.72x; 1.74x in some runs). Past 300 qstrs the unix port allocates a
+# fifth qstr pool (3.6 KB, about 0.16x), and this fails: the qstr budget stays visible.
 FIRST_X = 1.8
 HELD_OVER = 14 * 1024  # heap held once online, over the baseline's (measured: 13.5 KB; goal 8 KB)
 
