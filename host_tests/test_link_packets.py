@@ -7,13 +7,12 @@ topic longer than its packet, a remaining length over four bytes, and streams th
 The checks run in host_tests/device/link_packets.py; this side also checks what the link wrote back.
 """
 
-import socket
-import threading
 import time
 
 import pytest
 
 from host_tests.plugins.runtimes import assert_device_ok, device_script, run_script
+from host_tests.plugins.wire import tcp_server
 
 
 def _publish(topic, payload, qos=0, pid=b""):
@@ -42,73 +41,47 @@ CASES = {
 CLOSES = ("cut", "cutlen")  # the server closes after sending these
 
 
-class RawServer:
-    def __init__(self):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        self.port = self.sock.getsockname()[1]
-        self.wrote = {}  # case -> bytes the device wrote after its case line
-        self._stop = False
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self):
-        self.sock.settimeout(0.2)
-        while not self._stop:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                continue
-            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
-
-    def _one(self, conn):
-        with conn:
-            conn.settimeout(5)
-            line = b""
-            while not line.endswith(b"\n"):
-                chunk = conn.recv(1)
-                if not chunk:
-                    return
-                line += chunk
-            case = line.decode().strip()
-            for i, part in enumerate(CASES[case]):
-                if i:
-                    time.sleep(0.05)
-                conn.sendall(part)
-            if case in CLOSES:
+def _serve_case(conn, wrote):
+    # The first line names the case; its bytes go out; then what the device writes until it closes is kept.
+    with conn:
+        conn.settimeout(5)
+        case = b""
+        while not case.endswith(b"\n"):
+            chunk = conn.recv(1)
+            if not chunk:
                 return
-            got = b""
-            try:
-                while True:
-                    chunk = conn.recv(64)
-                    if not chunk:
-                        break
-                    got += chunk
-            except OSError:
-                pass
-            self.wrote[case] = got
-
-    def close(self):
-        self._stop = True
-        self._thread.join(2)
-        self.sock.close()
+            case += chunk
+        case = case.decode().strip()
+        for i, part in enumerate(CASES[case]):
+            if i:
+                time.sleep(0.05)
+            conn.sendall(part)
+        if case in CLOSES:
+            return
+        got = b""
+        try:
+            while chunk := conn.recv(64):
+                got += chunk
+        except OSError:
+            pass
+        wrote[case] = got
 
 
 @pytest.fixture
 def raw_server():
-    s = RawServer()
-    yield s
-    s.close()
+    """(port, {case: bytes the device wrote}) of a server that answers each connection with one case."""
+    wrote = {}
+    with tcp_server(lambda conn: _serve_case(conn, wrote), "link-packets") as port:
+        yield port, wrote
 
 
 def test_link_reads_packets_and_refuses_bad_ones(runtime, raw_server):
-    r = run_script(runtime, device_script("link_packets.py"), args=[raw_server.port])
-    names = assert_device_ok(r)
+    port, wrote = raw_server
+    names = assert_device_ok(run_script(runtime, device_script("link_packets.py"), args=[port]))
     assert len(names) == 11, names
     # The QoS 1 PUBLISH was acknowledged with its own packet id; nothing else was answered.
     deadline = time.monotonic() + 2
-    while "qos1" not in raw_server.wrote and time.monotonic() < deadline:
+    while not {"qos0", "qos1", "suback"} <= wrote.keys() and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert raw_server.wrote["qos1"] == b"\x40\x02\x12\x34"
-    assert raw_server.wrote["qos0"] == b"" and raw_server.wrote["suback"] == b""
+    assert wrote["qos1"] == b"\x40\x02\x12\x34"
+    assert wrote["qos0"] == b"" and wrote["suback"] == b""

@@ -7,7 +7,6 @@ checks themselves run in host_tests/device/umqtt_double.py.
 
 import asyncio
 import json
-import socket
 import ssl
 import threading
 import uuid
@@ -16,6 +15,7 @@ import pytest
 import trustme
 
 from host_tests.plugins.runtimes import assert_device_ok, device_script, run_script
+from host_tests.plugins.wire import tcp_server
 
 GENERATIONS = ("1.3.4", "1.4.0", "1.6")
 
@@ -165,29 +165,11 @@ def _serve_raw(conn):
             pass
 
 
-def _tcp_server(handler, name):
-    """Serve each connection on 127.0.0.1:<ephemeral> with handler(conn) in a thread; yields the port."""
-    ls = socket.socket()
-    ls.bind(("127.0.0.1", 0))
-    ls.listen(8)
-
-    def accept_loop():
-        while True:
-            try:
-                conn, _ = ls.accept()
-            except OSError:
-                return
-            threading.Thread(target=handler, args=(conn,), daemon=True).start()
-
-    threading.Thread(target=accept_loop, name=name, daemon=True).start()
-    yield ls.getsockname()[1]
-    ls.close()
-
-
 @pytest.fixture(scope="session")
 def raw_server():
     """A raw MQTT server that answers a CONNECT as its client id says (a fixture, not a broker)."""
-    yield from _tcp_server(_serve_raw, "raw-connack")
+    with tcp_server(_serve_raw, "raw-connack") as port:
+        yield port
 
 
 @pytest.mark.parametrize("api", GENERATIONS)
@@ -237,7 +219,8 @@ def _serve_stream(conn):
 @pytest.fixture(scope="session")
 def stream_server():
     """Sends b"abcxyz\\nrest", waits for exactly b"go", sends b"end" and closes."""
-    yield from _tcp_server(_serve_stream, "stream")
+    with tcp_server(_serve_stream, "stream") as port:
+        yield port
 
 
 PARITY = {

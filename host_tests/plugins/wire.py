@@ -4,12 +4,15 @@
     connect_packet(client_id, username, password, keepalive=60) -> bytes of an MQTT 3.1.1 CONNECT
     read_exact(sock, n), read_header(sock) -> (first byte, remaining length), read_packet(sock, limit)
     https_register(emu, pk, dn, ps, method=..., path=..., sign_value=None) -> (HTTP status, reply dict)
+    tcp_server(handler, name)                    with: a raw TCP server for a device script; gives its port
 """
 
+import contextlib
 import http.client
 import json
 import secrets
 import socket
+import threading
 import urllib.parse
 
 from tools.emulator.sign import sign
@@ -92,3 +95,25 @@ def read_packet(sock, limit=65536):
     if length > limit:
         raise ValueError("announced length %d" % length)
     return first, read_exact(sock, length)
+
+
+@contextlib.contextmanager
+def tcp_server(handler, name):
+    """Serve each connection on 127.0.0.1:<ephemeral> with handler(conn) in a thread; gives the port."""
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(8)
+
+    def accept_loop():
+        while True:
+            try:
+                conn, _ = ls.accept()
+            except OSError:
+                return
+            threading.Thread(target=handler, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept_loop, name=name, daemon=True).start()
+    try:
+        yield ls.getsockname()[1]
+    finally:
+        ls.close()
