@@ -9,7 +9,7 @@ import time
 
 from umqtt import simple
 
-from aliyun_iot import IotError, backoff_ms, forget, log
+from aliyun_iot import IotError, _stage, backoff_ms, log
 
 _real = _t = last = None  # while umqtt connects: its socket module, the timeout, the socket it opened
 
@@ -67,11 +67,7 @@ def dial(cfg, login, tls_on, keepalive, what="connection"):
             if c.sock is not None:
                 raise
             if ctx and gen is None:  # 1.3.4: ssl is a flag, and the root goes in ssl_params every time
-                from aliyun_iot import tls
-
-                c.ssl_params = tls.params(cfg, host)
-                del tls
-                forget("tls")
+                c.ssl_params = _stage("tls", "params", (), cfg, host)
             c.connect(True)
             gen = gen or "1.3.4"
     except Exception as e:

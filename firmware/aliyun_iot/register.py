@@ -10,7 +10,7 @@ import time
 
 from micropython import const
 
-from aliyun_iot import IotError, backoff_ms, forget, log, sleep_ms, state
+from aliyun_iot import IotError, _stage, backoff_ms, forget, log, sleep_ms, state
 
 _MAX_REPLY = const(512)
 
@@ -41,11 +41,7 @@ def _receive(cfg, login):
     # Connect, wait with a deadline for the one PUBLISH, close: (topic, payload). A frame of its own: once
     # it returns, nothing on the stack points at the link, and its TLS memory is free for the parsing.
     if cfg["ctx"] is None:  # registration is TLS even when the session is not (tls: false)
-        from aliyun_iot import tls
-
-        cfg["ctx"] = tls.for_host(cfg, cfg["host"])
-        del tls
-        forget("tls")
+        cfg["ctx"] = _stage("tls", "for_host", (), cfg, cfg["host"])
     from aliyun_iot.dial import dial
 
     # A keepalive the platform accepts on any login, though this session lasts seconds.

@@ -10,7 +10,7 @@ def run(cfg_path, cred_path):
     cfg, dn, cred, led = _stage("boot_flow", "run", (), cfg_path, cred_path)
     if cred is None:  # the first boot: registration's code is dropped once the credential is stored
         cred = _stage("register", "obtain", ("https", "reply", "store", "creds", "dial", "link", "tls",
-                                                        "neterr"),
+                                                 "neterr"),
                       cfg, dn, cred_path)
     state("connecting")
     from aliyun_iot.session import Session
