@@ -98,9 +98,16 @@ class Session:
     # ---- the application's side
 
     def publish(self, topic, msg):
-        """Publish at QoS 0. Raises IotError (code offline) when offline; the session reconnects by itself."""
+        """Publish msg (str: sent as UTF-8, or bytes) on topic at QoS 0. Raises IotError (code offline)
+        when offline; the session reconnects by itself."""
         if self.link is None:
             raise IotError("offline", "offline", True)
+        # umqtt.simple (every release, micropython-lib umqtt.simple/simple.py) counts len() of what it is
+        # given and writes its UTF-8: a str with a non-ASCII character would corrupt the packet.
+        if isinstance(topic, str):
+            topic = topic.encode()
+        if isinstance(msg, str):
+            msg = msg.encode()
         try:
             self.link.client.publish(topic, msg)
         except IotError as e:
