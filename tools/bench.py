@@ -265,19 +265,20 @@ def tls_table(t):
         row("peak of a first boot (registration, then MQTT)", t["first_boot_peak"],
             "registration's is freed before MQTT's"),
         row("held while connected", t["held_connected"],
-            "%d blocks: record buffers, the CA" % t["held_connected_blocks"]),
+            "%d blocks; record buffers %d B" % (t["held_connected_blocks"], t["held_connected_buffers"])),
         row("peak while connected (5 posts and replies)", t["connected_peak"]),
         row("one more TLS session: its handshake", t["second_peak_extra"],
             "on top of the link (an OTA download)"),
         row("one more TLS session: held while open", t["second_held_extra"],
             "buffers do not grow with a download"),
-        row("a parsed RSA-2048 certificate (a context's CA)", t["parsed_cert"]),
+        row("a context with an RSA-2048 CA loaded", t["parsed_cert"], "what a parsed certificate holds"),
         row("held once both are closed", t["held_after_close"]),
         _para("64-bit here, 32-bit on the ESP32: the record buffers are byte buffers, the same there; the "
               "other %d B of the peak (certificates, bignums, contexts) hold pointers and words and are "
               "smaller there. The ESP32 also keeps the server's certificate once the handshake is done "
               "(CONFIG_MBEDTLS_SSL_KEEP_PEER_CERTIFICATE=y in the IDF; this port does not): about one parsed "
-              "certificate more held per connection." % (t["handshake_peak"] - t["handshake_peak_buffers"])),
+              "certificate more held per connection, and its heap adds a few bytes to each block."
+              % (t["handshake_peak"] - t["handshake_peak_buffers"])),
     ])
 
 
@@ -386,7 +387,7 @@ def _ram_panel(ax, results):
         ax.bar(xs, tls, bottom=gc, width=0.6, color="tab:red", label="mbedTLS peak")
         avail = b["free_after_wifi_kib"] - b["task_stack_kib"]
         ax.axhline(avail, color="gray", linestyle="--",
-                   label="ESP32 free after Wi-Fi, less task stack (%d KiB)" % avail)
+                   label="ESP32 free after Wi-Fi (Espressif), less task stack: %d KiB" % avail)
         for x, key in zip(xs, ("normal", "first", "second"), strict=True):
             need = b[key]["needed_kib"]
             ax.annotate("%.1f KiB\n%.0f left" % (need, b[key]["left_kib"]), (x, need), ha="center",

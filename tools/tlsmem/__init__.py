@@ -11,7 +11,7 @@ session before MQTT). Used by make bench (tools/bench.py); alone: python -m tool
 Figures are the sizes asked for. The unix port is 64-bit: the record buffers (16 KiB in, 4 KiB out, in
 extmod/mbedtls/mbedtls_config_common.h@v1.28.0 as in the ESP32's IDF defaults) are byte buffers and the
 same on the ESP32; the rest (certificate structures, bignums, contexts) holds pointers and is somewhat
-smaller on a 32-bit chip (see BLOCK figures: the big-block bytes are the buffers).
+smaller on a 32-bit chip (the bytes in blocks of 1 KiB or more are the buffers).
 """
 
 import re
@@ -51,7 +51,7 @@ def env(so, out, obj=OBJECT):
 
 
 def parse(text):
-    """{phase: {live, peak, blocks, peak_blocks, peak_big, callocs, obj_malloc, dropped}} of a report."""
+    """{phase: {live, big, peak, blocks, peak_blocks, peak_big, callocs, obj_malloc, dropped}} of a report."""
     out = {}
     for line in text.splitlines():
         m = _LINE.match(line.strip())
@@ -86,6 +86,7 @@ def summary(normal, first):
         "first_boot_peak": first["boot"]["peak"],
         "held_connected": normal["boot_gc"]["live"],
         "held_connected_blocks": normal["boot_gc"]["blocks"],
+        "held_connected_buffers": normal["boot_gc"]["big"],
         "held_after_first_boot": first["boot"]["live"],
         "held_after_first_boot_gc": first["boot_gc"]["live"],
         "connected_peak": normal["connected"]["peak"],

@@ -23,7 +23,9 @@ def main(argv=None):
     if a.json:
         print(json.dumps(r, indent=2))
     else:
-        print(tlsmem.table(r))
+        from tools.bench import tls_table
+
+        print(tls_table(r))
     return 0
 
 

@@ -10,7 +10,8 @@
  * (by whoever frees it) or moved by realloc.
  *
  * Marks: getenv("TLSMEM:<name>") (os.getenv on the unix port) appends one line to the file TLSMEM_OUT:
- *   mark=<name> live=<bytes held now> peak=<most held since the previous mark> blocks=<blocks held now>
+ *   mark=<name> live=<bytes held now> big=<of them, in blocks of >= 1 KiB> peak=<most held since the
+ *   previous mark> blocks=<blocks held now>
  *   peak_blocks=<blocks held at that peak> peak_big=<bytes in blocks of >= 1 KiB at that peak>
  *   callocs=<calls since the previous mark> obj_malloc=<bytes malloc'ed by the object so far>
  * and starts the next phase at what is held now. At exit, one line with mark=exit.
@@ -154,9 +155,9 @@ static void report(const char *name) {
     }
     pthread_mutex_lock(&lock);
     n = snprintf(line, sizeof line,
-                 "mark=%s live=%zu peak=%zu blocks=%zu peak_blocks=%zu peak_big=%zu callocs=%zu obj_malloc=%zu"
-                 " dropped=%zu\n",
-                 name, live, peak, blocks, peak_blocks, peak_big, callocs, obj_malloc, dropped);
+                 "mark=%s live=%zu big=%zu peak=%zu blocks=%zu peak_blocks=%zu peak_big=%zu callocs=%zu"
+                 " obj_malloc=%zu dropped=%zu\n",
+                 name, live, live_big, peak, blocks, peak_blocks, peak_big, callocs, obj_malloc, dropped);
     peak = live;
     peak_blocks = blocks;
     peak_big = live_big;
