@@ -248,7 +248,7 @@ def heap_note(results):
 
 def tls_table(t):
     if "handshake_peak" not in t:
-        return "TLS MEMORY: not measured (%s)" % t.get("unavailable", "?")
+        return "TLS MEMORY: not measured: %s" % t.get("unavailable", "?")
 
     def row(label, b, note=""):
         return ("  %-47s %6d B %6.2f KiB  %s" % (label, b, b / 1024, note)).rstrip()

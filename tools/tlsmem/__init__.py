@@ -36,7 +36,7 @@ def build(out_dir):
     """Compile tlsmem.c into out_dir/tlsmem.so with gcc; returns its path. Raises Unavailable."""
     gcc = shutil.which("gcc")
     if gcc is None:
-        raise Unavailable("gcc not found (apt-get install gcc): TLS memory not measured")
+        raise Unavailable("gcc not found (apt-get install gcc)")
     so = Path(out_dir) / "tlsmem.so"
     r = subprocess.run([gcc, "-shared", "-fPIC", "-O2", "-Wall", "-o", str(so), str(SOURCE), "-ldl"],
                        capture_output=True, text=True, timeout=120)
