@@ -212,8 +212,9 @@ def time_table(results):
         _para("TIME TO EACH STAGE: this firmware (MicroPython unix port) and the official SDK "
               "(aliyun-iot-linkkit 1.2.13 on CPython), both against the emulator through a proxy that "
               "delays each direction by RTT/2; the median of %d runs. registered: the credential obtained "
-              "and stored; connected: MQTT's CONNACK with it; acked: the reply to the first property post. "
-              "/RTT: the wall time in round trips." % results["repeat"]),
+              "(the firmware by HTTPS, the SDK by its MQTT registration) and stored; connected: MQTT's "
+              "CONNACK with it; acked: the reply to the first property post. /RTT: the wall time in round "
+              "trips." % results["repeat"]),
         _para("floor: the fewest round trips the client's protocol allows through this proxy. TCP's "
               "handshake is answered by the kernel at once, so it costs none here (on a real network add 1 "
               "per connection). The firmware speaks TLS 1.2, 2 round trips per handshake: MicroPython's "
