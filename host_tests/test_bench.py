@@ -34,6 +34,27 @@ def test_bench_short_pass_produces_every_figure(tmp_path):
     assert ram["mpy_normal_boot"] < ram["mpy_package"]
     assert (tmp_path / "bench.png").stat().st_size > 0
     assert "floor" in r.stdout and "smallest -X heapsize" in r.stdout and "normal boot" in r.stdout
+    # Each goal is marked met or missed, in the JSON and in the table.
+    assert set(res["goals"]) == {"normal_x", "first_x", "held_over_baseline", "mpy_normal_boot",
+                                 "mpy_package"}
+    assert all(g["met"] == (g["value"] <= g["goal"]) for g in res["goals"].values())
+    assert r.stdout.count("goal ") == 5 and r.stdout.count(": met") + r.stdout.count(": MISSED") == 5
+    # Each client's floor is one its median can reach: the SDK's TLS 1.3 floor is lower than the firmware's.
+    assert "firmware (TLS 1.2)" in r.stdout and "sdk (TLS 1.3)" in r.stdout
+    tls = res["tls"]
+    if "unavailable" in tls:
+        assert "TLS MEMORY: not measured" in r.stdout
+        return
+    # mbedTLS's own memory: both record buffers held while connected, the handshake above that, a second
+    # session on top, no buffer left once everything is closed; the budget adds it to the GC heap's edge.
+    assert tls["held_connected"] > 16384 + 4096 and tls["handshake_peak"] > tls["held_connected"]
+    assert tls["first_boot_peak"] >= tls["handshake_peak"] and tls["second_peak_extra"] > 16384 + 4096
+    assert tls["held_after_close"] < 4096
+    b = res["budget"]
+    need = ram["normal_kib"] + tls["handshake_peak"] / 1024
+    assert b["normal"]["needed_kib"] == pytest.approx(need, abs=0.02)
+    assert b["normal"]["left_kib"] == pytest.approx(230 - 16 - b["normal"]["needed_kib"], abs=0.02)
+    assert "TLS MEMORY" in r.stdout and "BOARD BUDGET" in r.stdout and "left for the application" in r.stdout
 
 
 def test_ram_tool_refuses_a_wrong_build_in_one_line(tmp_path):
