@@ -1,4 +1,4 @@
-"""Command line of the virtual board (see README / `python -m tools.vboard --help`)."""
+"""Command line of the virtual board (docs/vboard.md, `python -m tools.vboard --help`)."""
 
 import argparse
 import asyncio
