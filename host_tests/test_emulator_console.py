@@ -88,3 +88,21 @@ def _until(fn, n=1, timeout=5.0):
         if len(got) >= n or time.monotonic() > deadline:
             return got
         time.sleep(0.05)
+
+
+def test_publish_with_no_emulator_serving_is_said_and_not_left_queued(tmp_path):
+    import subprocess
+    import sys
+
+    from tools.devrun import REPO
+
+    def emu(*args):
+        argv = [sys.executable, "-m", "tools.emulator", "--state", str(tmp_path), *args]
+        return subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=60)
+
+    assert emu("--product", "a1PK=Secret1", "device", "a1PK/dev-0001").returncode == 0
+    r = emu("publish", "a1PK/dev-0001", "/a1PK/dev-0001/user/get", "x", "--wait", "0.3")
+    assert r.returncode == 3 and "nothing published to a1PK/dev-0001 within 0.3 s" in r.stderr
+    assert json.loads((tmp_path / "registry.json").read_text()).get("downlink") == []
+    r = emu("messages", "a1PK/dev-0001")
+    assert r.returncode == 0 and r.stdout == "" and "no messages from a1PK/dev-0001 yet" in r.stderr
