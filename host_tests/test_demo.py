@@ -28,6 +28,11 @@ def test_demo_first_boot_then_registration_skipped(tmp_path, secret_guard):
     for state in ("registering", "stored", "registered", "connected", "online"):
         assert " %s " % state in first
     assert " registering " not in second and "registration skipped" in second
+    # The property post and the platform's acknowledgement, as the README says the demo shows them.
+    post, ack = first.split("acknowledgement")[1].splitlines()[1:3]
+    assert "device->  /sys/a1DemoProd01/" in post and "/property/post  " in post
+    assert '"params": {"online": 1}' in post and '"method": "thing.event.property.post"' in post
+    assert "->device  /sys/a1DemoProd01/" in ack and "/property/post_reply" in ack and '{"code":200,' in ack
     assert "credential: present" in r.stdout
     # Nothing left running: no process still has the demo's work directory on its command line.
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout

@@ -196,7 +196,7 @@ def test_batch_refuses_one_device_name_for_all(tmp_path):
     assert p.returncode == 1 and "--names CSV" in p.stderr
 
 
-# ---------------------------------------------------------------- careless use (issue 11)
+# ---------------------------------------------------------------- careless use
 
 
 @pytest.mark.parametrize(

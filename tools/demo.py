@@ -3,11 +3,13 @@
 Starts the local platform emulator with a demo product, makes a fresh virtual ESP32 (the MicroPython unix port
 behind a serial URL), provisions its config.json and deploys the firmware onto it with mpremote (the same
 tools as for a real board), then powers it on: it registers, persists its DeviceSecret, connects with it and
-gets its property post acknowledged. It powers it on again to show that registration is skipped. Prints a
-timeline in milliseconds, never a secret, and leaves nothing running.
+posts a property, which the platform acknowledges (both shown from the emulator's message log). It powers it
+on again to show that registration is skipped. Prints a timeline in milliseconds, never a secret, and leaves
+nothing running.
 """
 
 import argparse
+import json
 import os
 import secrets
 import shutil
@@ -18,6 +20,7 @@ import time
 from pathlib import Path
 
 from tools.board import firmware_modules
+from tools.emulator.console import format_row
 from tools.emulator.process import EmulatorProcess
 from tools.vboard import boot
 from tools.vboard.process import VBoardProcess
@@ -141,6 +144,7 @@ def main(argv=None):
         )
         step("release the serial port", board.stop)
         first = step("first power-on: register, persist, connect, post", _power_on, flash, "first boot")
+        post = _post_and_ack(emu, "%s/%s" % (PK, dn))
         status = _run("tools.cred", "status", "--board", "VIRTUAL", "--port", _serve_again(flash, step))
         second = step("second power-on: connect with the stored secret", _power_on, flash, "second boot")
         dev = emu.device(PK, dn)
@@ -159,6 +163,9 @@ def main(argv=None):
     for label, ms in step.rows[:5]:
         print("  %8.0f ms  %s" % (ms, label))
     _print_boot("first boot", first)
+    print("\nthe first boot's property post and its acknowledgement (tools.emulator messages --all):")
+    for row in post:
+        print("  " + format_row(row))
     print("\nboard status (tools.cred status):")
     print("  " + "\n  ".join(status.strip().splitlines()))
     _print_boot("second boot", second)
@@ -181,6 +188,20 @@ def _serve_again(flash, step):
     board = step("serve the board again for tools.cred status", Board, flash)
     _BOARDS.append(board)
     return board.url
+
+
+def _post_and_ack(emu, key):
+    """The device's first property post and the platform's reply to it, from the emulator's message log."""
+    deadline = time.monotonic() + 5
+    while True:
+        rows = json.loads(emu.cli("messages", key, "--all", "--json").stdout)[::-1]  # oldest first
+        post = next((m for m in rows if m["dir"] == "up" and m["topic"].endswith("/property/post")), None)
+        ack = next((m for m in rows if m["dir"] == "down" and m["topic"].endswith("/post_reply")), None)
+        if post and ack:
+            return post, ack
+        if time.monotonic() > deadline:
+            raise RuntimeError("the emulator recorded no property post with its reply for %s" % key)
+        time.sleep(0.05)
 
 
 def _product_secret(emu):

@@ -8,7 +8,7 @@ is recorded with its MAC, DeviceName and the reason, and never stops the others.
 a board whose MAC has an "ok" row in the manifest is skipped. One live progress line per port.
 
     python -m tools.line --board ESP32_GENERIC --ports /dev/ttyUSB* --config secrets/product.json \\
-        --names names.csv --manifest line1.csv [--firmware ESP32_GENERIC-v1.25.0.bin]
+        --names names.csv --manifest line1.csv [--firmware ESP32_GENERIC-v1.29.0.bin]
     python -m tools.line --ports-file ports.txt --config secrets/product.json --manifest line1.csv
     python -m tools.line --bench 8      # boards per hour, parallel vs one after another (virtual boards)
 """

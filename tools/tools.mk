@@ -1,4 +1,4 @@
-# Board tooling (issue 5): `include tools/tools.mk` from the Makefile.
+# The board targets, included by the Makefile (docs/real-boards.md, docs/production-line.md).
 #   make flash     BOARD=ESP32_GENERIC PORT=/dev/ttyUSB0 FIRMWARE=ESP32_GENERIC-v1.29.0.bin
 #   make deploy    BOARD=ESP32_GENERIC PORT=/dev/ttyUSB0 [CA=path/ca.der]
 #   make provision BOARD=ESP32_GENERIC PORT=/dev/ttyUSB0 CONFIG=secrets/product.json
@@ -26,6 +26,7 @@ need = $(if $(strip $($(1))),,$(error $(1) is empty: give $(1)=$(2)))
 .PHONY: flash deploy provision backup restore status line line-bench
 
 flash:
+	$(call need,BOARD,ESP32_GENERIC)$(call need,PORT,/dev/ttyUSB0)$(call need,FIRMWARE,ESP32_GENERIC-v1.29.0.bin)
 	$(PY) -m tools.flash --board "$(BOARD)" --port "$(PORT)" --firmware "$(FIRMWARE)" $(ARGS)
 
 deploy:

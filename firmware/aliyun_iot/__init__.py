@@ -1,7 +1,7 @@
 # Alibaba Cloud IoT Platform dynamic registration for MicroPython.
 # This module is what stays in RAM for the device's life: the one error type,
 # the console line and the watchdog's waits. Each boot stage imports its
-# modules and drops them when it is done (README: RAM).
+# modules and drops them when it is done (docs/ram.md).
 import time
 
 __version__ = "0.3.0"
@@ -10,7 +10,7 @@ _w = None  # the machine.WDT, once the boot has started it
 
 
 class IotError(Exception):
-    """Every failure of the package: a short code (README: Troubleshooting; fatal.py on the board) and
+    """Every failure of the package: a short code (docs/troubleshooting.md; fatal.py on the board) and
     whether trying again can help. Callers never retry what cannot succeed."""
 
     def __init__(self, msg, code="error", retry=False):
@@ -55,7 +55,7 @@ def backoff_ms(attempt, base_ms=1000, cap_ms=60000):
 def connect(cfg_path="config.json", cred_path="aliyun_iot.cred"):
     """Bring the device online and return its Session: Wi-Fi, clock, the stored credential (registering
     on the first boot only), the MQTT connection and an "online" post. Raises IotError when it cannot;
-    a refused or failed connection is retried on the session's policy (README: Life after online)."""
+    a refused or failed connection is retried on the session's policy (docs/life-after-online.md)."""
     s = _stage("start", "run", (), cfg_path, cred_path)  # start.py: not in RAM once connecting
     while not s.online:
         s.check(1000)
@@ -79,7 +79,7 @@ def _stage(name, fn, drop, *args):
 
 
 def recover(e):
-    """Report exception e and reset the board when a retry can help (README: Life after online)."""
+    """Report exception e and reset the board when a retry can help (docs/life-after-online.md)."""
     from aliyun_iot import fatal
 
     fatal.recover(e)

@@ -1,8 +1,8 @@
 # Opening an MQTT connection through whichever umqtt.simple generation the
 # firmware carries (1.3.4: ssl=True + ssl_params; 1.4.0: SSLContext only;
 # 1.6+: both), detected from what its constructor and connect() accept, never
-# from a version number; and a session's (re)connection on the policy of the
-# README's "Life after online". Imported for a connection attempt and dropped
+# from a version number; and a session's (re)connection on the policy of
+# docs/life-after-online.md. Imported for a connection attempt and dropped
 # after it: the running session does not hold this code.
 import sys
 import time

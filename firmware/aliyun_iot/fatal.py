@@ -1,5 +1,5 @@
 # A fatal error: its report with what the code means and what to do about it
-# (the README's troubleshooting table says the same), the fatal LED pattern
+# (docs/troubleshooting.md says the same), the fatal LED pattern
 # and the reset. Imported only when a failure is reported, so it costs no RAM
 # before (and, frozen, none at all).
 import time
@@ -16,7 +16,7 @@ _HINTS = {
     "connack5": "not authorised",
     "activated": "the device is already activated: ResetThing in the console, then reboot",
     "config_missing": "no config.json on the board: make provision",
-    "config": "fix the key the message names (README: Config keys)",
+    "config": "fix the key the message names (docs/config.md)",
     "wifi_auth": "wrong wifi_password",
     "wifi_noap": "wifi_ssid not in range",
     "ntp": "NTP unreachable, and TLS needs the date: open UDP 123, or set the RTC and ntp: false",
@@ -55,7 +55,7 @@ def fail(e):
 def recover(e):
     """Report e, show the fatal LED pattern, and reset the board. Never returns.
 
-    Out of memory: reset in 1 s. Retryable (the network): in 32 to 64 s. Not retryable (a refusal, a
+    Out of memory: reset in 1 s. Retryable (the network): in 30 to 60 s. Not retryable (a refusal, a
     config or storage problem): after the long cap (refused_cap_s, default 1 h), so that a device fixed
     in the console comes back by itself."""
     fail(e)

@@ -1,6 +1,6 @@
 # The authenticated session that runs for months. check() serves the link
 # and, when the link is down, reconnects by itself on the schedule of the
-# policy table (README: "Life after online"). Link trouble never reaches the
+# policy table (docs/life-after-online.md). Link trouble never reaches the
 # application; its own failures (a refused post, a refused subscription) do,
 # and never end the session. What only a connection needs (serving packets,
 # keepalive, a post's wait) is in link.py, in RAM only while connected: a

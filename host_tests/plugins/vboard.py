@@ -55,8 +55,7 @@ class VBoard:
             argv += ["--wifi", wifi]
         if heap:
             argv += ["--heap", heap]
-        if pty:
-            argv += ["--pty"]
+        argv += ["--pty"] if pty else ["--no-pty"]
         if chip:
             argv += ["--chip", chip]
         self._stderr = open(self._stderr_path, "wb")  # noqa: SIM115 - closed in stop()
@@ -75,7 +74,7 @@ class VBoard:
             raise RuntimeError(
                 "vboard serve did not start: %r %s" % (line, self._stderr_path.read_text(errors="replace"))
             )
-        return line[len(prefix) :].strip()
+        return line[len(prefix) :].split()[0]  # the ready line goes on with how to watch the console
 
     def mpremote(self, *args, timeout=60, text=True, port=None):
         """Run mpremote on this board (port: the URL by default, or self.pty)."""

@@ -9,7 +9,7 @@ from functools import partial
 
 from amqtt.broker import Broker
 
-from . import certs, faults, plugins
+from . import certs, console, faults, plugins
 from .gate import Gate
 from .https import HttpsRegistrar
 from .registry import Store
@@ -40,6 +40,7 @@ class Emulator:
     async def start(self):
         os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
         self.store.read()  # fail early on an unreadable registry
+        self.messages = console.MessageLog(self.state_dir)
         ca = certs.load_or_create_ca(self.state_dir)
         ctx = certs.server_context(ca, self.tls_fault)
         # Bind first (a port in use fails here, before anything else started), serve once the broker runs.

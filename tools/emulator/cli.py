@@ -1,4 +1,4 @@
-"""Command line: serve (no subcommand), reset, fault, product, device, show."""
+"""Command line: serve (no subcommand), reset, fault, product, device, show, set, publish, messages."""
 
 import argparse
 import asyncio
@@ -9,7 +9,7 @@ import signal
 import sys
 import time
 
-from . import faults, registry
+from . import console, faults, registry
 from .registry import RegistryError, Store
 
 log = logging.getLogger("emulator")
@@ -19,12 +19,13 @@ subcommands (they edit the registry; a running emulator sees the change on its n
   reset PK/DN                      ResetThing: the device may register again
   show                             the registry, secrets replaced by length and sha256 prefix
   product PK[=PS] [--dynreg on|off] [--regnwl on|off]
-  device PK/DN                     add a pre-registered device
+  device PK/DN                     add a pre-registered device (the console's "add device"); says what it did
   fault set TARGET [switches]      TARGET is PK (whole product) or PK/DN; replaces TARGET's fault
   fault clear TARGET ... | --all
   fault list
   set PK/DN JSON [--wait S]        the console's "set property": send {"k": v, ...} to the live device on
                                    .../thing/service/property/set and print its reply (exit 3: none)
+""" + console.HELP + """\
 fault switches: --on register,regnwl,https,connect (default register,regnwl) --refuse CODE --quiet --close
   --payload TEXT | --payload-hex HEX  --topic TOPIC --double --huge --delay MS --rate N --times N
   --reply-code CODE (property posts, with --on connect)
@@ -136,6 +137,7 @@ def build_parser():
     st.add_argument("params", type=_json_object, metavar="JSON")
     st.add_argument("--wait", type=float, default=10.0, metavar="S",
                     help="seconds to wait for the device's reply (default 10; 0: do not wait)")
+    console.add_parsers(sub)
     # No abbreviated options: a typo must not be taken for another option (nor its value echoed).
     for parser in (p, *sub.choices.values(), *fsub.choices.values()):
         parser.allow_abbrev = False
@@ -180,14 +182,32 @@ def run_subcommand(store, args):
         with store.edit() as data:
             registry.put_product(data, pk, ps or None, dynreg=args.set_dynreg, regnwl=args.set_regnwl)
     elif args.cmd == "device":
-        pk, dn, secret = args.target
-        with store.edit() as data:
-            registry.put_device(data, pk, dn, secret=secret)
+        print(add_device(store, *args.target))
     elif args.cmd == "fault":
         run_fault(store, args)
     elif args.cmd == "set":
         return run_set(store, args)
+    elif args.cmd in ("publish", "messages"):
+        return console.run(store, args)
     return 0
+
+
+def add_device(store, pk, dn, secret):
+    """The `device` subcommand; returns the line saying what it did (never the secret)."""
+    key = registry.device_key(pk, dn)
+    with store.edit() as data:
+        new = key not in data["devices"]
+        dev = registry.put_device(data, pk, dn, secret=secret)
+        dynreg = data["products"][pk]["dynreg"]
+    if new:
+        what = "device %s added (pre-registered)" % key
+    else:
+        what = "device %s exists (%s): kept" % (key, "activated" if dev["activated"] else "not activated")
+    if secret:
+        what += "; DeviceSecret set (%d chars, sha256 %s)" % (len(secret), registry.fingerprint(secret))
+    elif new:
+        what += "; dynamic registration is %s for %s" % ("on" if dynreg else "off", pk)
+    return what
 
 
 def run_set(store, args):

@@ -26,7 +26,7 @@ from amqtt.mqtt.publish import PublishPacket
 from amqtt.mqtt.suback import SubackPacket
 from amqtt.mqtt.subscribe import SubscribePacket
 
-from . import auth, faults, registry
+from . import auth, console, faults, registry
 
 log = logging.getLogger("emulator")
 
@@ -123,10 +123,13 @@ class Gate:
             body = json.loads(data)
         except ValueError:
             body = None
+        key = registry.device_key(conn.pk, conn.dn)
         if topic == PROPERTY_SET % (conn.pk, conn.dn) + "_reply":
             self._record_set_reply(conn, body)
+            self.app.messages.record(key, "up", topic, data)
             return
         if topic != PROPERTY_POST % (conn.pk, conn.dn):
+            self.app.messages.record(key, "up", topic, data)
             return
         fault = self._reply_fault(conn.pk, conn.dn)
         if isinstance(body, dict):
@@ -138,6 +141,15 @@ class Gate:
             reply = {"code": 460, "data": {}, "id": None, "message": "request parameter error",
                      "method": "thing.event.property.post", "version": "1.0"}
         await self._reply(conn, topic + "_reply", compact(reply, sort=True), fault)
+        self.app.messages.record(key, "up", topic, data)  # after the reply: off the post's round trip
+        self.app.messages.record(key, "down", fault.get("topic") or topic + "_reply",
+                                 fault.payload if fault.payload is not None else compact(reply, sort=True))
+
+    def _subscribed(self, client_id, topic):
+        # Whether the broker will deliver topic to this client (amqtt 0.12: Broker._subscriptions, _matches).
+        broker = self.app.broker
+        return any(broker._matches(topic, f) and any(s.client_id == client_id for s, _ in subs)
+                   for f, subs in list(broker._subscriptions.items()))
 
     def _record_set_reply(self, conn, body):
         if not isinstance(body, dict) or body.get("id") is None:
@@ -152,8 +164,9 @@ class Gate:
                 del replies[old]
 
     async def deliver_downlinks(self):
-        """Send queued property sets (the `set` subcommand: the console's "set property") through the
-        broker, so that only a device subscribed to its property/set topic gets them."""
+        """Send queued property sets (the `set` subcommand: the console's "set property") and publishes
+        (`publish`: the console's "publish to a topic") through the broker, so that only a device
+        subscribed to the topic gets them."""
         if not self.app.store.read().get("downlink"):
             return
         with self.app.store.edit() as data:
@@ -161,6 +174,18 @@ class Gate:
             sends = []
             for item in queued:
                 key = item["target"]
+                if item.get("kind") == "publish":
+                    conn = self._live.get(key)
+                    if conn is None:
+                        console.record_result(data, item["id"], {"error": "offline"})
+                        continue
+                    ok = self._subscribed(conn.client_id, item["topic"])
+                    console.record_result(data, item["id"], {"subscribed": ok})
+                    if ok:
+                        sends.append((item["topic"], bytes.fromhex(item["payload_hex"]), key, item["id"]))
+                    log.info("%s: publish id=%s on %s %s", key, item["id"], item["topic"],
+                             "sent" if ok else "dropped: not subscribed")
+                    continue
                 if key not in self._live:
                     log.info("%s: property set id=%s not sent: device offline", key, item["id"])
                     data.setdefault("set_replies", {})[item["id"]] = {"id": item["id"], "error": "offline"}
@@ -170,8 +195,10 @@ class Gate:
                                 "params": item["params"], "version": "1.0"})
                 sends.append((PROPERTY_SET % (pk, dn), body, key, item["id"]))
         for topic, body, key, mid in sends:
-            log.info("%s: property set id=%s sent", key, mid)
+            if topic.endswith("/thing/service/property/set"):
+                log.info("%s: property set id=%s sent", key, mid)
             await self.app.broker.internal_message_broadcast(topic, body, 0)
+            self.app.messages.record(key, "down", topic, body)
 
     # ---- connections ----
 

@@ -1,4 +1,4 @@
-"""Command line of the virtual board (see README / `python -m tools.vboard --help`)."""
+"""Command line of the virtual board (docs/vboard.md, `python -m tools.vboard --help`)."""
 
 import argparse
 import asyncio
@@ -84,7 +84,7 @@ async def _serve(a, cfg):
     except ValueError as e:
         raise UsageError(str(e)) from None
     await srv.start()
-    print("vboard listening on %s" % srv.url, flush=True)
+    print("vboard listening on %s  %s" % (srv.url, console_hint(srv)), flush=True)
     if srv.pty_path:
         print("vboard pty %s" % srv.pty_path, flush=True)
     stop = asyncio.Event()
@@ -94,6 +94,15 @@ async def _serve(a, cfg):
     await stop.wait()
     await srv.stop()
     return 0
+
+
+def console_hint(srv):
+    """How to watch the board's console. mpremote 1.29's repl waits on the serial object's file descriptor
+    (console.py ConsolePosix.waitchar: select on pyb_serial.fd), which pyserial's socket:// object has
+    not; a pty has one."""
+    if srv.pty_path:
+        return "console: mpremote connect %s repl" % srv.pty_path
+    return "console: python -m serial.tools.miniterm %s (mpremote repl needs --pty)" % srv.url
 
 
 async def _boot(a, cfg):
@@ -129,7 +138,10 @@ def main(argv=None):
     _board_args(s)
     s.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (0 = pick a free one)")
     s.add_argument("--console-log", help="append everything the board prints to this file")
-    s.add_argument("--pty", action="store_true", help="also a pty, for `mpremote connect /dev/pts/N repl`")
+    pty = s.add_mutually_exclusive_group()
+    pty.add_argument("--pty", action="store_true", default=True,
+                     help="also a pty, for `mpremote connect /dev/pts/N repl` (the default)")
+    pty.add_argument("--no-pty", action="store_false", dest="pty", help="no pty: the socket:// URL only")
     s.add_argument(
         "--chip",
         choices=(*CHIPS, "none"),
