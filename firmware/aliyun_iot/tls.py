@@ -54,7 +54,7 @@ def roots(cfg, host=""):
         from aliyun_iot import forget
         from aliyun_iot import roots as r
 
-        rs = [r.ALIYUN_IOT, r.GLOBALSIGN_R1, r.GLOBALSIGN_R6, r.GLOBALSIGN_R46, r.GLOBALSIGN_E46]
+        rs = list(r.ALL)  # one name here: a name in this module is interned on every boot
         if ".iot-as-mqtt." in host:
             rs[0], rs[1] = rs[1], rs[0]  # old public endpoints chain to GlobalSign R1
         forget("roots")  # the roots stay in RAM only while a context is built
