@@ -30,7 +30,8 @@
 #     store it, without mbedtls_raise_error: OSError(-110) for a timeout, OSError(-0x7280) without text.
 #     Unset: 1.28 and later (MICROPY_STREAMS_DELEGATE_ERROR), positive errno, mbedTLS codes with text.
 #   A FIN without close_notify after the handshake reads as the end of the stream on a board too
-#   (mbedtls_ssl_read returns 0 on MBEDTLS_ERR_SSL_CONN_EOF, library/ssl_msg.c), as CPython's ssl does;
+#   (mbedtls_ssl_read returns 0 on MBEDTLS_ERR_SSL_CONN_EOF: library/ssl_msg.c, mbedTLS 3.x as in ESP-IDF
+#   5.x; checked on the unix port, mbedTLS 3.6.6), as CPython's ssl does;
 #   in the handshake it is OSError(-0x7280) on both.
 # - select: poll() objects with MicroPython's semantics: they take socket and
 #   TLS objects (a TLS object is readable when it holds decrypted bytes, as
