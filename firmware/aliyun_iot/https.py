@@ -72,6 +72,9 @@ def _read_response(sock):
     end = buf.find(b"\r\n\r\n") + 4
     want = (_MAX_RESPONSE if size is None else size) - (len(buf) - end)
     rest = sock.read(want, True) if want > 0 else b""
+    if size is not None and len(rest) < want:  # the end of the stream (close_notify or a bare FIN) too soon
+        raise IotError("HTTPS registration response ended %d bytes short of its Content-Length"
+                       % (want - len(rest)), "closed", True)
     if size is None and len(rest) >= want:
         raise IotError("HTTPS registration response larger than %d bytes" % _MAX_RESPONSE, "bad_reply", True)
     return buf + rest

@@ -45,19 +45,18 @@ def _pem_to_der(text):
 
 
 def roots(cfg, host=""):
-    """DER roots to trust: the configured ca file; else the endpoint's platform root (both for a host that
-    is neither kind of platform endpoint)."""
+    """DER roots to trust: the configured ca file; else every built-in root, the one the host's endpoint
+    chains to today first (umqtt.simple 1.3.4's ssl_params take one). All of them for every host: an
+    endpoint's chain can move to a newer root (R1 expires 2028-01-28), and an OTA download host is not an
+    MQTT endpoint."""
     path = cfg["ca"]
     if not path:
         from aliyun_iot import forget
         from aliyun_iot import roots as r
 
-        if host.endswith(".mqtt.iothub.aliyuncs.com"):
-            rs = [r.ALIYUN_IOT]
-        elif ".iot-as-mqtt." in host:
-            rs = [r.GLOBALSIGN_R1]  # old public endpoints chain to GlobalSign R1
-        else:
-            rs = [r.ALIYUN_IOT, r.GLOBALSIGN_R1]
+        rs = list(r.ALL)  # one name here: a name in this module is interned on every boot
+        if ".iot-as-mqtt." in host:
+            rs[0], rs[1] = rs[1], rs[0]  # old public endpoints chain to GlobalSign R1
         forget("roots")  # the roots stay in RAM only while a context is built
         return rs
     try:

@@ -21,6 +21,18 @@
 # - the TLS socket keeps its first failure, as MicroPython's does: after a read
 #   that timed out (or any error but would-block) every read and write fails
 #   with that error again, and poll() reports POLLNVAL for it.
+# - the board's error shapes (extmod/modtls_mbedtls.c, py/stream.c at v1.23.0..v1.28.0), read from the
+#   environment at each call so a test can set them for one run:
+#   SHIM_TLS_NOMEM=12|16[:n]  the next n (default: every) handshakes fail out of memory, as a board's do:
+#     SSL_ALLOC_FAILED is raised as OSError(12) (MP_ENOMEM), MPI_ALLOC_FAILED (-0x10) as OSError(16)
+#     (mbedtls_raise_error turns -255..-1 positive).
+#   SHIM_TLS_ERRNO=negative   1.23-1.27: a read or write error through TLS is raised as socket_read/write
+#     store it, without mbedtls_raise_error: OSError(-110) for a timeout, OSError(-0x7280) without text.
+#     Unset: 1.28 and later (MICROPY_STREAMS_DELEGATE_ERROR), positive errno, mbedTLS codes with text.
+#   A FIN without close_notify after the handshake reads as the end of the stream on a board too
+#   (mbedtls_ssl_read returns 0 on MBEDTLS_ERR_SSL_CONN_EOF: library/ssl_msg.c, mbedTLS 3.x as in ESP-IDF
+#   5.x; checked on the unix port, mbedTLS 3.6.6), as CPython's ssl does;
+#   in the handshake it is OSError(-0x7280) on both.
 # - select: poll() objects with MicroPython's semantics: they take socket and
 #   TLS objects (a TLS object is readable when it holds decrypted bytes, as
 #   mbedtls_ssl_check_pending makes it on a board) and return (obj, event) pairs.
@@ -289,6 +301,31 @@ def _first_der(data):
     return data[:end]
 
 
+_nomem_used = 0
+
+
+def _nomem():
+    """OSError(12/16) for this handshake when SHIM_TLS_NOMEM asks for it (see the header)."""
+    global _nomem_used
+    spec = _os.environ.get("SHIM_TLS_NOMEM")
+    if not spec:
+        return None
+    code, _, n = spec.partition(":")
+    if n and _nomem_used >= int(n):
+        return None
+    _nomem_used += 1
+    return OSError(int(code))
+
+
+def _io_shape(err):
+    # py/stream.c@v1.27.0 raises socket_read/socket_write's errcode as it is: a socket errno negated by
+    # _mbedtls_ssl_recv/_send, an mbedTLS code without text. v1.28.0 passes it to mbedtls_raise_error.
+    if _os.environ.get("SHIM_TLS_ERRNO") != "negative" or not isinstance(err, OSError) or not err.args:
+        return err
+    c = err.args[0]
+    return OSError(-c if 0 < c < 256 else c)
+
+
 class _TLSSocket(_Stream):
     """What MicroPython's SSLContext.wrap_socket returns: a stream, not a socket."""
 
@@ -308,6 +345,7 @@ class _TLSSocket(_Stream):
             err = _timeout()
         except (_real_ssl.SSLError, OSError) as e:
             err = _handshake_error(e)
+        err = _io_shape(err)
         if isinstance(err, OSError):
             self._err = err.args
         raise err from None
@@ -422,6 +460,9 @@ class SSLContext:
     def wrap_socket(self, sock, server_side=False, do_handshake_on_connect=True, server_hostname=None):
         # mbedTLS checks the name only when it verifies the chain.
         verifying = self._ctx.verify_mode != _real_ssl.CERT_NONE
+        err = _nomem()
+        if err is not None:
+            raise err
         self._ctx.check_hostname = bool(verifying and server_hostname and not server_side)
         try:
             s = self._ctx.wrap_socket(
