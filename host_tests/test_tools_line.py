@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from host_tests.plugins.esp_image import esp_image
 from tools import board as B
 from tools import line as L
 
@@ -51,7 +52,7 @@ def test_eight_boards_in_parallel_one_fails_and_a_rerun_completes_only_it(
     elapsed = time.monotonic() - t0
     secret_guard.output(p.stdout, p.stderr, manifest.read_text(), emu.log())
     assert p.returncode == 1, p.stderr
-    assert p.stdout.startswith("line: 7 ok, 1 failed, 0 already done, of 8 ports")
+    assert p.stdout.startswith("line: 7 ok, 1 failed, 0 already done, 0 interrupted, of 8 ports")
     assert p.stderr.strip().splitlines()[-1] == "line: error: 1 of 8 boards failed; see %s" % manifest
     rows = list(csv.DictReader(manifest.open()))
     assert len(rows) == 8 and tuple(rows[0]) == L.FIELDS
@@ -83,7 +84,7 @@ def test_eight_boards_in_parallel_one_fails_and_a_rerun_completes_only_it(
     p = run_line(*args)
     secret_guard.output(p.stdout, p.stderr, manifest.read_text())
     assert p.returncode == 0, p.stderr
-    assert p.stdout.startswith("line: 1 ok, 0 failed, 7 already done, of 8 ports")
+    assert p.stdout.startswith("line: 1 ok, 0 failed, 7 already done, 0 interrupted, of 8 ports")
     rows = list(csv.DictReader(manifest.open()))
     assert len(rows) == 9
     assert (rows[-1]["mac"], rows[-1]["device_name"], rows[-1]["result"]) == (
@@ -160,8 +161,10 @@ def test_a_board_without_micropython_is_flashed_only_as_a_new_board(monkeypatch,
 
     monkeypatch.setattr(L.subprocess, "run", fake_run)
     for new_boards in (False, True):
-        line.a = L.parse_args(["--ports", "x", "--config", "c.json", "--firmware", "fw.bin",
-                               "--backups", str(tmp_path)] + (["--new-boards"] if new_boards else []))
+        line.a = L.parse_args(
+            ["--ports", "x", "--config", "c.json", "--firmware", "fw.bin", "--backups", str(tmp_path)]
+            + (["--new-boards"] if new_boards else [])
+        )
         if not new_boards:
             with pytest.raises(B.ToolError, match="--new-boards"):
                 line._flash(None, "socket://x", {"mac": None})
@@ -169,3 +172,115 @@ def test_a_board_without_micropython_is_flashed_only_as_a_new_board(monkeypatch,
         else:
             line._flash(None, "socket://x", {"mac": None})
             assert runs[-1][runs[-1].index("--port") + 1] == "socket://x" and "--force" in runs[-1]
+
+
+def _config(tmp_path, host="127.0.0.1", port=1, **more):
+    cfg = tmp_path / "product.json"
+    cfg.write_text(json.dumps({"product_key": PK, "product_secret": PS, "host": host, "port": port, **more}))
+    os.chmod(cfg, 0o600)
+    return cfg
+
+
+def _names(path, pairs):
+    path.write_text("mac,device_name\n" + "".join("%s,%s\n" % p for p in pairs))
+    return path
+
+
+def _rows(manifest):
+    return list(csv.DictReader(manifest.open()))
+
+
+@pytest.mark.slow
+def test_a_reflash_of_done_boards_restores_their_credential_and_none_registers_twice(
+    vboard, emulator, tmp_path, secret_guard
+):
+    # Two boards through the line with pre-registered names; then the same boards again with FIRMWARE=,
+    # a new manifest and a names CSV that names them otherwise: the line used to erase them and register
+    # them again, which an activated device cannot (connack4), locking them out.
+    macs = ["24:0a:c4:2e:00:01", "24:0a:c4:2e:00:02"]
+    hexes = [m.replace(":", "") for m in macs]
+    dns = ["line-dev-1", "line-dev-2"]
+    emu = emulator(products={PK: PS}, devices=["%s/%s" % (PK, dn) for dn in dns])
+    secret_guard.secret(PS, WIFI[1])
+    boards = [vboard(mac=m, wifi="%s:%s" % WIFI) for m in macs]
+    cfg = _config(tmp_path, emu.host, emu.port, wifi_ssid=WIFI[0], wifi_password=WIFI[1])
+    backups = tmp_path / "backups"
+    common = ("--board", "ESP32_GENERIC", "--ports", *[b.url for b in boards], "--config", cfg,
+              "--ca", emu.ca_der, "--backups", backups)  # fmt: skip
+    names1 = _names(tmp_path / "names1.csv", zip(hexes, dns, strict=True))
+    p = run_line(*common, "--names", names1, "--manifest", tmp_path / "m1.csv")
+    assert p.returncode == 0, p.stderr
+    creds = [(b.flash / B.CRED_PATH).read_bytes() for b in boards]
+
+    fw = tmp_path / "fw.bin"
+    fw.write_bytes(esp_image("esp32"))
+    names2 = _names(tmp_path / "names2.csv", zip(hexes, ["other-1", "other-2"], strict=True))
+    p = run_line(*common, "--names", names2, "--manifest", tmp_path / "m2.csv", "--firmware", fw)
+    secret_guard.output(p.stdout, p.stderr, (tmp_path / "m2.csv").read_text(), emu.log())
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith("line: 2 ok, 0 failed, 0 already done, 0 interrupted, of 2 ports")
+    rows = {r["mac"]: r for r in _rows(tmp_path / "m2.csv")}
+    for i, b in enumerate(boards):
+        r = rows[hexes[i]]
+        assert r["result"] == "ok: reflashed, credential restored, online with the same DeviceSecret"
+        assert r["device_name"] == dns[i]  # the credential's name, not the new CSV's
+        assert "filesystem erased" in b.console()  # really flashed (erase-flash went through the ROM)
+        assert (b.flash / B.CRED_PATH).read_bytes() == creds[i]
+        assert json.loads((b.flash / "config.json").read_text())["device_name"] == dns[i]
+        d = emu.device(PK, dns[i])
+        assert d["activated"] and d["registrations"] == 1
+        assert b.console().count("aliyun_iot: state online") >= 2
+    assert not emu.device(PK, "other-1")  # nobody registered under the new names
+
+    # and without FIRMWARE=: a board that holds this product's credential is done, whatever the manifest
+    p = run_line(*common, "--names", names2, "--manifest", tmp_path / "m3.csv")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith("line: 0 ok, 0 failed, 2 already done, 0 interrupted, of 2 ports")
+    rows = {r["mac"]: r for r in _rows(tmp_path / "m3.csv")}
+    for i, b in enumerate(boards):
+        assert rows[hexes[i]]["result"] == "done: holds the credential of %s/%s, backed up; not touched" % (
+            PK, dns[i])  # fmt: skip
+        assert (b.flash / B.CRED_PATH).read_bytes() == creds[i]
+        assert emu.device(PK, dns[i])["registrations"] == 1
+
+
+def test_a_board_whose_main_py_raises_is_failed_at_once_with_the_exception(vboard, tmp_path):
+    # The first-boot watch used to wait out its whole timeout (90 s) after a traceback and the prompt.
+    vb = vboard(mac="24:0a:c4:2e:00:09")
+    (vb.flash / "main.py").write_text("print('app')\nraise ValueError('boom at once')\n")
+    manifest = tmp_path / "m.csv"
+    t0 = time.monotonic()
+    p = run_line("--ports", vb.url, "--config", _config(tmp_path), "--manifest", manifest, "--no-package",
+                 "--backups", tmp_path / "backups")  # fmt: skip
+    elapsed = time.monotonic() - t0
+    assert p.returncode == 1
+    (row,) = _rows(manifest)
+    assert row["stage"] == "boot" and float(row["seconds"]) < 20 and elapsed < 40
+    assert row["result"] == "failed: boot: main.py stopped with ValueError: boom at once, at the REPL prompt"
+
+
+def test_boot_watch_ends_at_the_first_sign_of_a_dead_boot():
+    notes = []
+    w = L.BootWatch(notes.append)
+    assert w.line("aliyun_iot: state wifi") is None and w.line("aliyun_iot: state online") == "online"
+    w = L.BootWatch(notes.append)
+    for text in (
+        "Traceback (most recent call last):",
+        '  File "main.py", line 3, in <module>',
+        "OSError: [Errno 2] ENOENT",
+        "MicroPython v1.25.0 on 2025-04-15; ESP32",
+        'Type "help()" for more',
+    ):
+        w.line(text)  # fmt: skip
+    with pytest.raises(B.ToolError, match=r"^main.py stopped with OSError: \[Errno 2\] ENOENT, at the REPL"):
+        w.prompt()
+    L.BootWatch(notes.append).prompt()  # a prompt without a traceback: nothing to say yet
+    w = L.BootWatch(notes.append)
+    with pytest.raises(B.ToolError, match="^fatal IotError code=config: bad key"):
+        w.line("aliyun_iot: fatal IotError code=config: bad key")
+    w = L.BootWatch(notes.append)
+    w.line("ets Jul 29 2019 12:21:46")
+    w.line("rst:0xc (SW_CPU_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)")
+    w.line("vboard: interpreter exited with code 1; rebooting")
+    with pytest.raises(B.ToolError, match="^reset loop: 3 resets before online"):
+        w.line("rst:0x8 (TG1WDT_SYS_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)")

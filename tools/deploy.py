@@ -326,7 +326,11 @@ def copy_and_verify(board, settings, files, have, ls, package=True):
     done = 0
     # Stream mpremote's "cp <src> :<dest>" lines into one progress line per file.
     with subprocess.Popen(
-        B.mpremote_argv(board.port, *args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        B.mpremote_argv(board.port, *args),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=B.detach_children,
     ) as p:
         lines = []
         for line in p.stdout:

@@ -275,6 +275,11 @@ def _now():
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
+def is_done(result):
+    """A manifest result that means the board needs nothing more: "ok", "ok: <how>", "done: <why>"."""
+    return result == "ok" or result.startswith(("ok: ", "done: "))
+
+
 class Manifest:
     """The production-line record: one CSV row per board (no secrets in it). Each row goes to the file in
     one write on an O_APPEND descriptor, then fsync: rows from parallel workers never interleave, and a
@@ -318,7 +323,7 @@ class Manifest:
         for row in rows[1:]:
             if len(row) == len(self.fields):
                 r = dict(zip(self.fields, row, strict=True))
-                if r["result"] == "ok" and r["mac"]:
+                if is_done(r["result"]) and r["mac"]:
                     self.done.add(r["mac"])
 
     def _write(self, values):
@@ -334,7 +339,7 @@ class Manifest:
         result = (row["result"] or "").replace("\n", " ")
         row["result"] = result
         self._write(["" if row.get(k) is None else str(row[k]) for k in self.fields])
-        if result == "ok" and mac:
+        if is_done(result) and mac:
             with self.lock:
                 self.done.add(mac)
 
