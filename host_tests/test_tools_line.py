@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -208,8 +209,12 @@ def test_a_reflash_of_done_boards_restores_their_credential_and_none_registers_t
     common = ("--board", "ESP32_GENERIC", "--ports", *[b.url for b in boards], "--config", cfg,
               "--ca", emu.ca_der, "--backups", backups)  # fmt: skip
     names1 = _names(tmp_path / "names1.csv", zip(hexes, dns, strict=True))
+    # board 1 holds our main.py cut at 1 KB (a copy that was interrupted): replaced, and it comes online
+    (boards[0].flash / "main.py").write_bytes((B.FIRMWARE / "main.py").read_bytes()[:1024])
     p = run_line(*common, "--names", names1, "--manifest", tmp_path / "m1.csv")
     assert p.returncode == 0, p.stderr
+    assert "%s the board's main.py is ours cut short (the first 1024 of" % boards[0].url in p.stderr
+    assert (boards[0].flash / "main.py").read_bytes() == (B.FIRMWARE / "main.py").read_bytes()
     creds = [(b.flash / B.CRED_PATH).read_bytes() for b in boards]
 
     fw = tmp_path / "fw.bin"
@@ -284,3 +289,42 @@ def test_boot_watch_ends_at_the_first_sign_of_a_dead_boot():
     w.line("vboard: interpreter exited with code 1; rebooting")
     with pytest.raises(B.ToolError, match="^reset loop: 3 resets before online"):
         w.line("rst:0x8 (TG1WDT_SYS_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)")
+
+
+def test_ctrl_c_records_boards_interrupted_at_their_stage_and_a_rerun_continues_them(vboard, tmp_path):
+    # Ctrl-C reaches the whole foreground process group (the line, and any mpremote it did not detach).
+    # Interrupted boards used to be recorded `failed`, with reasons such as `MAC=240ac4000008`.
+    vb = vboard(mac="24:0a:c4:2e:00:0c")
+    (vb.flash / "main.py").write_text("import time\nprint('app: waiting')\nwhile True:\n    time.sleep(1)\n")
+    manifest = tmp_path / "m.csv"
+    args = ("--ports", vb.url, "--config", _config(tmp_path), "--manifest", manifest, "--no-package",
+            "--backups", tmp_path / "backups")  # fmt: skip
+    err = tmp_path / "stderr"
+    with open(err, "w") as f:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tools.line", "--board", "VIRTUAL", *map(str, args)],
+            cwd=B.REPO, stdout=subprocess.PIPE, stderr=f, text=True, start_new_session=True,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while "first boot" not in err.read_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1)
+        os.killpg(proc.pid, signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    stderr = err.read_text()
+    assert proc.returncode == 130, stderr
+    assert "line: Ctrl-C: each board ends the step it is in and is recorded `interrupted`" in stderr
+    assert stderr.strip().splitlines()[-1] == (
+        "line: interrupted: 1 board(s) stopped between two steps; run the same command again to continue them"
+    )
+    assert out.startswith("line: 0 ok, 0 failed, 0 already done, 1 interrupted, of 1 ports")
+    (row,) = _rows(manifest)
+    assert (row["mac"], row["result"], row["stage"]) == ("240ac42e000c", "interrupted", "boot")
+    # the same command continues it: not skipped, through deploy and provision to its first boot again
+    p = run_line(*args, "--boot-timeout", "3")
+    assert p.returncode == 1
+    assert _rows(manifest)[-1]["result"].startswith("failed: boot: not online within 3 s")
