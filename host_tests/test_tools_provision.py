@@ -137,6 +137,23 @@ def test_provision_refuses_a_board_holding_another_devices_credential():
     assert B.CONFIG_PATH in same.files
 
 
+def test_provision_refuses_a_config_naming_a_file_the_board_lacks_or_puts_it_there(tmp_path):
+    # It used to write the config, and the board then stopped at its first boot (code=config) and slept
+    # for 3,090 s.
+    raw = dict(RAW, ca="ca.der")
+    board = FakeBoard()
+    with pytest.raises(B.ToolError, match="^the config names ca ca.der, which the board does not hold: "):
+        P.provision_board(board, raw)
+    assert board.puts == []
+    ca = tmp_path / "emulator-ca.der"
+    ca.write_bytes(b"\x30\x03\x02\x01\x00")
+    P.provision_board(board, raw, ca_local=ca)
+    assert board.puts == ["ca.der", B.CONFIG_PATH] and board.files["ca.der"] == ca.read_bytes()
+    held = FakeBoard(files={"ca.der": b"\x30\x00"})
+    P.provision_board(held, raw)  # the board holds it: fine
+    assert held.puts == [B.CONFIG_PATH]
+
+
 def test_batch_records_every_board_and_goes_on_after_a_failure(tmp_path, monkeypatch, capsys):
     boards = {
         "fake://1": FakeBoard("fake://1", mac="240ac4000001"),

@@ -52,11 +52,26 @@ class ArgParser(argparse.ArgumentParser):
         if extra:
             names = [x.split("=", 1)[0] for x in extra if x.startswith("-")]
             self.error(
-                "unrecognized option(s): %s (values not shown)" % " ".join(names)
+                "unrecognized option(s): %s (values not shown)%s" % (" ".join(names), self._hint(names))
                 if names
                 else "%d unexpected argument(s) (not shown)" % len(extra)
             )
         return a
+
+    def _hint(self, names):
+        """'; <what to give instead>' for a secret typed on the command line or an abbreviated option."""
+        options = {o for action in self._actions for o in action.option_strings}
+        for name in names:
+            if name + "-file" in options:
+                return (
+                    "; a secret never goes on the command line (make, the shell history and `ps` show it): "
+                    "put it in a file and give %s-file FILE" % name
+                )
+        for name in names:
+            whole = sorted(o for o in options if o.startswith(name) and name.startswith("--"))
+            if len(whole) == 1:
+                return "; options are never abbreviated: did you mean %s?" % whole[0]
+        return ""
 
     def _known_words(self):
         words = set()
