@@ -240,3 +240,19 @@ def test_board_file_verdicts():
     assert D.board_file_verdict("main.py", USER_MAIN) == ("keep", None)
     verdict, why = D.board_file_verdict("main.py", b"def f(:\n")
     assert verdict == "broken" and "SyntaxError" in why
+
+
+def test_deploy_sees_the_boards_own_free_flash_and_refuses_what_does_not_fit(vboard):
+    # The virtual board used to report the host's disk (`234008 MB free`): the check never came into play.
+    vb = vboard(env={"VBOARD_FS_BYTES": str(64 * 1024)})
+    p = deploy(vb.url)
+    assert p.returncode == 1
+    assert "flash 56 KB free" in p.stderr
+    assert (
+        p.stderr.strip()
+        .splitlines()[-1]
+        .startswith("deploy: error: the board has 56 KB of flash free, the files need about")
+    )
+    assert listing(vb.flash) == []
+    p = deploy(vboard().url, "--no-package")
+    assert p.returncode == 0 and "flash 2040 KB free" in p.stderr

@@ -136,6 +136,8 @@ def test_progress_is_one_line_per_port():
 
 
 def test_line_errors_are_one_line_before_any_board(tmp_path):
+    cut = tmp_path / "cut.bin"  # a download whose app image is cut 5 KB short: no board is touched
+    cut.write_bytes(esp_image("esp32", app_size=12 * 1024)[: -5 * 1024])
     cfg = tmp_path / "p.json"
     cfg.write_text(json.dumps({"product_key": PK, "product_secret": PS}))
     os.chmod(cfg, 0o600)
@@ -143,7 +145,13 @@ def test_line_errors_are_one_line_before_any_board(tmp_path):
         (("--manifest", tmp_path / "no" / "m.csv"), "does not exist"),
         (("--manifest", tmp_path), "is a folder"),
         (("--backups", cfg), "is a file"),
-        (("--firmware", tmp_path / "none.bin"), "firmware image"),
+        (("--board", "ESP32_GENERIC", "--firmware", tmp_path / "none.bin"), "cannot read firmware"),
+        (("--board", "ESP32_GENERIC", "--firmware", tmp_path), "cannot read firmware"),
+        (
+            ("--board", "ESP32_GENERIC", "--firmware", cut),
+            "is damaged or incomplete: its app image at 0x10000",
+        ),
+        (("--firmware", cut), "board VIRTUAL has no esptool chip: nothing to flash (drop --firmware)"),
     ):
         p = run_line("--ports", "socket://127.0.0.1:9", "--config", cfg, *extra)
         assert p.returncode == 1 and len(p.stderr.strip().splitlines()) == 1, p.stderr

@@ -389,3 +389,26 @@ def test_names_csv_encodings_and_headers(tmp_path):
     one_line_error(
         run_tool("--dry-run", "--product-key", "a1PK", "--names", str(tmp_path), env=env), "cannot read"
     )
+
+
+def test_a_secret_on_the_command_line_points_to_its_file_option_and_abbreviations_to_the_option():
+    def last(*argv):
+        p = subprocess.run(
+            [sys.executable, "-m", *argv], cwd=B.REPO, capture_output=True, text=True, timeout=60,
+            stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        assert p.returncode == 2 and PS not in p.stdout + p.stderr
+        return p.stderr.strip().splitlines()[-1]
+
+    want = (
+        "--product-secret (values not shown); a secret never goes on the command line (make, the shell "
+        "history and `ps` show it): put it in a file and give --product-secret-file FILE"
+    )
+    assert last("tools.provision", "--port", "x", "--product-secret", PS).endswith(want)
+    assert last("tools.line", "--ports", "x", "--config", "c", "--product-secret", PS).endswith(want)
+    assert last("tools.line", "--port", "x", "--config", "c").endswith(
+        "unrecognized option(s): --port (values not shown); did you mean --ports?"
+    )
+    assert last("tools.flash", "--port", "x", "--firmware", "f", "--backup", "b").endswith(
+        "--backup (values not shown); options are never abbreviated: did you mean --backups?"
+    )

@@ -68,6 +68,8 @@ class ArgParser(argparse.ArgumentParser):
                     "put it in a file and give %s-file FILE" % name
                 )
         for name in names:
+            if name + "s" in options:
+                return "; did you mean %ss?" % name
             whole = sorted(o for o in options if o.startswith(name) and name.startswith("--"))
             if len(whole) == 1:
                 return "; options are never abbreviated: did you mean %s?" % whole[0]

@@ -31,6 +31,7 @@ from types import SimpleNamespace
 from tools import board as B
 from tools import cred as C
 from tools import deploy as D
+from tools import flash as F
 from tools import provision as P
 from tools.vboard.process import VBoardProcess
 
@@ -481,8 +482,11 @@ def run(a, ports, stream=None):
             "a line cannot give every board one device_name: use --names CSV or MAC-derived names"
         )
     names = P.read_names(a.names) if a.names else None
-    if a.firmware and not Path(a.firmware).is_file():
-        raise B.ToolError("firmware image %s not found" % a.firmware)
+    if a.firmware:
+        # The image is checked once, before any board: a download cut short stops the line, not each board.
+        if settings["chip"] is None:
+            raise B.ToolError("board %s has no esptool chip: nothing to flash (drop --firmware)" % a.board)
+        F.check_image(a.firmware, settings)
     P.check_output_file(a.manifest, "manifest")
     C.backup_dir(a.backups)
     manifest = P.Manifest(a.manifest, FIELDS)
