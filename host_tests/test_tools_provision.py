@@ -410,5 +410,8 @@ def test_a_secret_on_the_command_line_points_to_its_file_option_and_abbreviation
         "unrecognized option(s): --port (values not shown); did you mean --ports?"
     )
     assert last("tools.flash", "--port", "x", "--firmware", "f", "--backup", "b").endswith(
-        "--backup (values not shown); options are never abbreviated: did you mean --backups?"
+        "--backup (values not shown); did you mean --backups?"
+    )
+    assert last("tools.deploy", "--port", "x", "--no-pack").endswith(
+        "--no-pack (values not shown); options are never abbreviated: did you mean --no-package?"
     )
