@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -255,6 +256,19 @@ def test_a_reflash_of_done_boards_restores_their_credential_and_none_registers_t
             PK, dns[i])  # fmt: skip
         assert (b.flash / B.CRED_PATH).read_bytes() == creds[i]
         assert emu.device(PK, dns[i])["registrations"] == 1
+
+    # a board erased by other means (its files gone) whose backup the line holds: restored, not registered
+    for f in list(boards[1].flash.iterdir()):
+        shutil.rmtree(f) if f.is_dir() else f.unlink()
+    p = run_line(*common, "--names", names2, "--manifest", tmp_path / "m4.csv")
+    assert p.returncode == 0, p.stderr
+    rows = {r["mac"]: r for r in _rows(tmp_path / "m4.csv")}
+    assert (
+        rows[hexes[1]]["result"]
+        == "ok: credential restored from its backup, online with the same DeviceSecret"
+    )
+    assert (boards[1].flash / B.CRED_PATH).read_bytes() == creds[1]
+    assert emu.device(PK, dns[1])["registrations"] == 1
 
 
 def test_a_board_whose_main_py_raises_is_failed_at_once_with_the_exception(vboard, tmp_path):

@@ -372,6 +372,9 @@ def main(argv=None):
                 B.say(TOOL, "checking %s for a stored credential" % a.port)
                 note, erased = erase_guard(B.Board(a.port, TOOL), a.backups, a.force)
                 B.say(TOOL, note)
+                if erased:
+                    B.say(TOOL, "the erase removes that credential from the board: restore it after "
+                          "the write (the command follows at the end)")  # fmt: skip
             continue
         if _esptool_live(args) != 0:
             command = next(x for x in args if x.endswith("-flash"))

@@ -195,6 +195,12 @@ def _read_until(s, marker, timeout, port):
     raise B.ToolError("no raw REPL on %s (is MicroPython running?)" % port)
 
 
+def _identity(cred):
+    """What must not change across a reflash: kind, ProductKey, DeviceName and the secret's sha256."""
+    secret = cred.get("ds") if cred["kind"] == "secret" else cred.get("tok")
+    return cred["kind"], cred["pk"], cred["dn"], hashlib.sha256(str(secret).encode()).hexdigest()
+
+
 class Line:
     """What every board of a run shares: the config, the compiled files, the manifest, the Ctrl-C flag."""
 
@@ -329,12 +335,15 @@ class Line:
         after = B.Board(port, TOOL, timeout=a.timeout)
         path = C.backup(after, a.backups)
         if info.get("backup"):
-            before, now = Path(info["backup"]).read_bytes(), path.read_bytes()
-            if hashlib.sha256(before).digest() != hashlib.sha256(now).digest():
-                raise Failed("verify", "the credential after the first boot is not the one restored (%s): "
-                             "keep both backups; see make status" % Path(info["backup"]).name)  # fmt: skip
+            before = C._decode(Path(info["backup"]).read_bytes(), str(info["backup"]))
+            now = C._decode(path.read_bytes(), str(path))
+            if _identity(before) != _identity(now):
+                raise Failed("verify", "online with another credential than the one restored (%s, now %s): "
+                             "keep both backups; see make status" % (B.describe_cred(before),
+                                                                     B.describe_cred(now)))  # fmt: skip
             info["backup"] = path
-            return "ok", "ok: reflashed, credential restored, online with the same DeviceSecret"
+            how = "reflashed, credential restored" if a.firmware else "credential restored from its backup"
+            return "ok", "ok: %s, online with the same DeviceSecret" % how
         info["backup"] = path
         return "ok", "ok"
 
