@@ -7,6 +7,17 @@ DeviceName, result, the stage that failed, seconds, backup file; never a secret)
 is recorded with its MAC, DeviceName and the reason, and never stops the others. A re-run resumes:
 a board whose MAC has an "ok" row in the manifest is skipped. One live progress line per port.
 
+A stored credential is the most valuable thing on a board (an activated device cannot register
+again). A board that holds one for this product is done, whatever the manifest and the names say: it
+is backed up and its row says `done: ...`; with --firmware it is backed up, flashed, deployed,
+provisioned under the credential's own DeviceName, the credential restored before its first boot, and
+checked online with the same DeviceSecret (sha256 compared). A board without one whose backup is in
+--backups (an earlier run erased it, or was cut) is restored, never registered again. The first boot
+fails at once on a `fatal` line, a traceback followed by the REPL prompt (the row carries the
+exception's line) or a reset loop. Ctrl-C: each board ends the step it is in (mpremote and esptool
+run detached: a flash or a credential write is never cut), its row says `interrupted` with the stage;
+the same command continues it.
+
     python -m tools.line --board ESP32_GENERIC --ports /dev/ttyUSB* --config secrets/product.json \\
         --names names.csv --manifest line1.csv [--firmware ESP32_GENERIC-v1.25.0.bin]
     python -m tools.line --ports-file ports.txt --config secrets/product.json --manifest line1.csv
