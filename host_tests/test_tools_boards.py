@@ -180,3 +180,26 @@ def test_makefile_fragment_stops_on_an_empty_variable_in_one_line(tmp_path):
     ]
     assert "--names" in got and "--firmware" not in got
     assert make("line-bench").stdout.split()[1:] == ["-m", "tools.line", "--bench", "8"]
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_makefile_fragment_stops_before_echoing_a_secret_in_args(tmp_path):
+    # make echoes every command it runs: `make provision ARGS="--product-secret X"` printed X before the
+    # tool refused it.
+    mk = tmp_path / "Makefile"
+    mk.write_text("include %s\n" % (B.REPO / "tools" / "tools.mk"))
+    for target in ("flash", "provision", "line", "deploy"):
+        for args in (
+            "--product-secret S3cretTyped",
+            "--product-secret=S3cretTyped",
+            "--wifi-password S3cretTyped",
+        ):
+            p = subprocess.run(
+                ["make", "-f", str(mk), target, "PORT=x", "PORTS=x", "CONFIG=c", "ARGS=" + args],
+                cwd=B.REPO, capture_output=True, text=True,
+            )  # fmt: skip
+            assert p.returncode != 0 and "S3cretTyped" not in p.stdout + p.stderr, (target, args)
+            assert "ARGS holds a secret option" in p.stderr and "--product-secret-file FILE" in p.stderr
+    argv = ["make", "-s", "-n", "-f", str(mk), "provision", "PORT=x", "ARGS=--product-secret-file f"]
+    p = subprocess.run(argv, cwd=B.REPO, capture_output=True, text=True)
+    assert p.returncode == 0 and "--product-secret-file f" in p.stdout

@@ -160,3 +160,99 @@ def test_deploy_refuses_when_the_flash_is_too_full():
     with pytest.raises(B.ToolError, match="4 KB of flash free, the files need about"):
         D.deploy(Probed(), settings, files, package=False)
     assert os.path.exists(B.FIRMWARE / "main.py")
+
+
+# A boot.py that cuts every write to main.py (or its temporary copy) at 1 KB with an I/O error, as a
+# power cut or a pulled cable in the middle of `mpremote cp` does.
+CUT_WRITES_BOOT = """
+import builtins
+
+_open = builtins.open
+
+
+class _Cut:
+    def __init__(self, f):
+        self.f = f
+        self.n = 0
+
+    def write(self, b):
+        if self.n + len(b) > 1024:
+            self.f.write(b[: 1024 - self.n])
+            self.n = 1024
+            self.f.close()
+            raise OSError(5)
+        self.n += len(b)
+        return self.f.write(b)
+
+    def close(self):
+        self.f.close()
+
+
+def open(p, mode="r", *a):
+    f = _open(p, mode, *a)
+    return _Cut(f) if "w" in mode and p.lstrip("/").startswith("main.py") else f
+
+
+builtins.open = open
+"""
+
+
+def test_a_copy_cut_short_never_leaves_a_truncated_main_py(vboard):
+    # mpremote cp is not atomic: a copy cut short used to leave main.py truncated, and the board then
+    # booted into a SyntaxError. Deploy writes main.py.tmp, checks its hash on the board, then renames.
+    vb = vboard()
+    (vb.flash / "boot.py").write_text(CUT_WRITES_BOOT)
+    p = deploy(vb.url, "--no-package")
+    assert p.returncode == 1
+    assert len(p.stderr.strip().splitlines()[-1].split("\n")) == 1 and "deploy: error: copy to" in p.stderr
+    assert not (vb.flash / "main.py").exists()  # never a main.py cut short under the name that runs
+    (vb.flash / "boot.py").unlink()
+    p = deploy(vb.url, "--no-package")
+    assert p.returncode == 0, p.stderr
+    assert (vb.flash / "main.py").read_bytes() == (B.FIRMWARE / "main.py").read_bytes()
+    assert not [f for f in listing(vb.flash) if f.endswith(".tmp")]
+
+
+def test_deploy_replaces_ours_cut_short_and_a_file_that_does_not_compile(vboard):
+    ours = (B.FIRMWARE / "main.py").read_bytes()
+    broken = b"# my app\nwhile True:\n    x = (1,\n"
+    vb = vboard()
+    (vb.flash / "main.py").write_bytes(ours[:1024])  # compiles or not, it is ours cut short
+    (vb.flash / "boot.py").write_bytes(broken)  # no version of ours, and no program at all
+    p = deploy(vb.url, "--no-package")
+    assert p.returncode == 0, p.stderr
+    assert (
+        "deploy: the board's main.py is ours cut short (the first 1024 of the %d bytes of a version of "
+        "ours), from a copy that was interrupted: replaced" % len(ours) in p.stderr
+    )
+    assert "deploy: the board's boot.py does not compile (" in p.stderr
+    assert "replaced with ours; the old one is kept on the board as boot.py.broken" in p.stderr
+    assert (vb.flash / "main.py").read_bytes() == ours
+    assert (vb.flash / "boot.py").read_bytes() == (B.FIRMWARE / "boot.py").read_bytes()
+    assert (vb.flash / "boot.py.broken").read_bytes() == broken
+    assert "kept the board's own" not in p.stderr
+
+
+def test_board_file_verdicts():
+    ours = (B.FIRMWARE / "main.py").read_bytes()
+    assert D.board_file_verdict("main.py", ours[:100])[0] == "cut"
+    assert D.board_file_verdict("main.py", b"")[0] == "cut"
+    assert D.board_file_verdict("main.py", USER_MAIN) == ("keep", None)
+    verdict, why = D.board_file_verdict("main.py", b"def f(:\n")
+    assert verdict == "broken" and "SyntaxError" in why
+
+
+def test_deploy_sees_the_boards_own_free_flash_and_refuses_what_does_not_fit(vboard):
+    # The virtual board used to report the host's disk (`234008 MB free`): the check never came into play.
+    vb = vboard(env={"VBOARD_FS_BYTES": str(64 * 1024)})
+    p = deploy(vb.url)
+    assert p.returncode == 1
+    assert "flash 56 KB free" in p.stderr
+    assert (
+        p.stderr.strip()
+        .splitlines()[-1]
+        .startswith("deploy: error: the board has 56 KB of flash free, the files need about")
+    )
+    assert listing(vb.flash) == []
+    p = deploy(vboard().url, "--no-package")
+    assert p.returncode == 0 and "flash 2040 KB free" in p.stderr

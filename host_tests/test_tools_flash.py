@@ -13,7 +13,7 @@ import click
 import esptool
 import pytest
 
-from host_tests.plugins.esp_image import esp_image
+from host_tests.plugins.esp_image import bootloader_image, esp_image, layout, partition_table
 from host_tests.plugins.fakeboard import FakeBoard, cred
 from tools import board as B
 from tools import flash
@@ -149,17 +149,17 @@ def test_refuses_an_image_built_for_another_chip(name, image_chip, esp_firmware)
 
 def test_refuses_a_damaged_or_unknown_image(tmp_path):
     good = esp_image("esp32")
-    n = len(esp_image("esp32", size=None))  # the bootloader image: header, segment, checksum, digest
+    n = len(bootloader_image("esp32"))  # the bootloader image: header, segment, checksum, digest
     cases = {
         "flipped.bin": (
             good[:40] + bytes([good[40] ^ 1]) + good[41:],
-            "is damaged (its checksum does not match)",
+            "is damaged or incomplete: its bootloader: its checksum does not match",
         ),
         "digest.bin": (
             good[: n - 1] + bytes([good[n - 1] ^ 1]) + good[n:],
-            "its SHA-256 digest does not match",
+            "its bootloader: its SHA-256 digest does not match",
         ),
-        "cut.bin": (good[:100], "is damaged (its segments are truncated or garbled)"),
+        "cut.bin": (good[:100], "its bootloader: cut short (End of file reading segment"),
         "short.bin": (good[:20], "is too short to be an ESP32 firmware image (20 bytes)"),
         "chip99.bin": (
             good[:12] + struct.pack("<H", 99) + good[14:],
@@ -172,6 +172,72 @@ def test_refuses_a_damaged_or_unknown_image(tmp_path):
         assert p.returncode == 1 and p.stdout == "", name
         (line,) = p.stderr.strip().splitlines()
         assert line.startswith("flash: error: %s " % (tmp_path / name)) and want in line, line
+
+
+@pytest.mark.parametrize("chip", ["esp32", "esp32s3"])
+def test_every_image_in_the_file_is_checked_before_anything(chip, tmp_path):
+    # Only the bootloader used to be checked: a download cut anywhere after it went to the board.
+    name = {"esp32": "ESP32_GENERIC", "esp32s3": "ESP32_GENERIC_S3"}[chip]
+    good = esp_image(chip, app_size=12 * 1024)
+    at = layout(chip)
+    table, app = at["table"], at["app"]
+    flip = lambda data, i: data[:i] + bytes([data[i] ^ 1]) + data[i + 1 :]  # noqa: E731
+    tab_entries = partition_table()
+    cases = {
+        "app-cut-5k.bin": (good[: len(good) - 5 * 1024], "its app image at 0x10000: cut short (End of file"),
+        "app-digest-cut.bin": (
+            good[:-10],
+            "its app image at 0x10000: cut short (its SHA-256 digest is missing)",
+        ),
+        "app-digest.bin": (
+            flip(good, len(good) - 1),
+            "its app image at 0x10000: its SHA-256 digest does not match",
+        ),
+        "app-checksum.bin": (flip(good, app + 100), "its app image at 0x10000: its checksum does not match"),
+        "no-app.bin": (
+            good[:app],
+            "the file ends at 0x10000 and holds no app image at 0x10000 (partition factory): cut short",
+        ),
+        "bootloader-only.bin": (
+            good[:table],
+            "before the partition table at 0x8000: cut short, or not a full-flash image",
+        ),
+        "table-md5.bin": (flip(good, table + 40), "its partition table at 0x8000: its MD5 does not match"),
+        "table-no-md5.bin": (
+            good[:table] + partition_table(md5=False) + good[table + len(tab_entries) :],
+            "its partition table at 0x8000: it has no MD5 entry",
+        ),
+        "table-garbled.bin": (
+            good[:table] + b"\x00" * 32 + good[table + 32 :],
+            "its partition table at 0x8000: entry 0 is garbled",
+        ),
+        "app-other-chip.bin": (
+            good[:app] + esp_image("esp32c3")[layout("esp32c3")["app"] :],
+            "its app image at 0x10000 is built for another chip than its bootloader",
+        ),
+        "app-not-image.bin": (good[:app] + b"\xff" * 64, "there is no ESP image at 0x10000"),
+    }
+    for fname, (data, want) in cases.items():
+        (tmp_path / fname).write_bytes(data)
+        p = run_tool("--board", name, "--port", "/dev/ttyUSB0", "--firmware", tmp_path / fname, "--dry-run")
+        assert p.returncode == 1 and p.stdout == "", fname
+        (line,) = p.stderr.strip().splitlines()
+        assert line.startswith("flash: error: %s is damaged or incomplete: " % (tmp_path / fname)), line
+        assert want in line and line.endswith(": download it again"), (fname, line)
+    (tmp_path / "good.bin").write_bytes(good)
+    p = run_tool("--board", name, "--port", "/dev/ttyUSB0", "--firmware", tmp_path / "good.bin", "--dry-run")
+    assert p.returncode == 0, p.stderr
+
+
+def test_partition_table_rules():
+    assert flash.parse_partitions(partition_table())[2] == ("factory", 0, 0, 0x10000, 0x1F0000)
+    ota = (("nvs", 1, 2, 0x9000, 0x5000), ("ota_0", 0, 0x10, 0x10000, 0x180000),
+           ("ota_1", 0, 0x11, 0x190000, 0x180000))  # fmt: skip
+    assert flash._app_partition(flash.parse_partitions(partition_table(ota)))[0] == "ota_0"
+    with pytest.raises(ValueError, match="cut short"):
+        flash.parse_partitions(partition_table()[:64])
+    with pytest.raises(ValueError, match="lists no partition"):
+        flash.parse_partitions(partition_table(()))
 
 
 def test_usage_errors_never_echo_a_value(firmware):
@@ -294,7 +360,7 @@ def test_make_flash_writes_each_board_kind_at_its_offset(
     chip, offset = settings["chip"], int(settings["flash_offset"], 16)
     vb = vboard(chip=chip)
     (vb.flash / "main.py").write_text("print('old app')\n")  # no credential: the guard lets it erase
-    fw = esp_firmware(chip, size=24 * 1024)
+    fw = esp_firmware(chip)
     t0 = time.monotonic()
     p = make_flash(name, vb.url, fw, "--backups", tmp_path / "backups")
     elapsed = time.monotonic() - t0
@@ -338,13 +404,20 @@ def test_wrong_chip_and_wrong_chip_image_are_refused_before_any_erase(vboard, es
     assert p.returncode == 1 and len(p.stderr.strip().splitlines()) == 1
     assert "is built for esp32 but board ESP32_GENERIC_S3 is esp32s3" in p.stderr
     assert download_sessions(vb) == 1
+    # the right chip, the right board, the app image of the download cut 5 KB short: refused, untouched
+    cut = tmp_path / "cut.bin"
+    cut.write_bytes(esp_image("esp32s3", app_size=12 * 1024)[: -5 * 1024])
+    p = make_flash("ESP32_GENERIC_S3", vb.url, cut, "--force")
+    assert p.returncode != 0
+    assert "flash: error: %s is damaged or incomplete: its app image at 0x10000: cut short" % cut in p.stderr
+    assert download_sessions(vb) == 1
     assert (vb.flash / B.CRED_PATH).read_bytes() == raw and "filesystem erased" not in vb.console()
     assert not vb.image.exists()  # nothing was ever written to the flash
 
 
 def test_erase_guard_refuses_until_backed_up_then_really_wipes_the_credential(vboard, esp_firmware, tmp_path):
     vb, raw = _board_with_credential(vboard, "esp32c3")
-    fw = esp_firmware("esp32c3", size=8 * 1024)
+    fw = esp_firmware("esp32c3")
     backups = tmp_path / "backups"
     p = make_flash("ESP32_GENERIC_C3", vb.url, fw, "--backups", backups)
     assert p.returncode != 0
@@ -366,6 +439,10 @@ def test_erase_guard_refuses_until_backed_up_then_really_wipes_the_credential(vb
     p = make_flash("ESP32_GENERIC_C3", vb.url, fw, "--backups", backups)
     assert p.returncode == 0, p.stderr
     assert "stored credential a1FLASH/esp32-240ac4dd0001 is backed up in %s" % backup in p.stderr
+    assert p.stderr.strip().splitlines()[-1] == (
+        "flash: the erase removed the board's credential: restore it now, before the board boots our main.py "
+        "(an activated device cannot register again): make restore PORT=%s FILE=%s" % (vb.url, backup)
+    )
     assert not (vb.flash / B.CRED_PATH).exists() and "filesystem erased" in vb.console()
     assert read_back(vb.url, "esp32c3", len(fw.read_bytes()), tmp_path) == fw.read_bytes()
     out = vb.mpremote("exec", "import os; print(os.listdir('/'))")

@@ -137,6 +137,23 @@ def test_provision_refuses_a_board_holding_another_devices_credential():
     assert B.CONFIG_PATH in same.files
 
 
+def test_provision_refuses_a_config_naming_a_file_the_board_lacks_or_puts_it_there(tmp_path):
+    # It used to write the config, and the board then stopped at its first boot (code=config) and slept
+    # for 3,090 s.
+    raw = dict(RAW, ca="ca.der")
+    board = FakeBoard()
+    with pytest.raises(B.ToolError, match="^the config names ca ca.der, which the board does not hold: "):
+        P.provision_board(board, raw)
+    assert board.puts == []
+    ca = tmp_path / "emulator-ca.der"
+    ca.write_bytes(b"\x30\x03\x02\x01\x00")
+    P.provision_board(board, raw, ca_local=ca)
+    assert board.puts == ["ca.der", B.CONFIG_PATH] and board.files["ca.der"] == ca.read_bytes()
+    held = FakeBoard(files={"ca.der": b"\x30\x00"})
+    P.provision_board(held, raw)  # the board holds it: fine
+    assert held.puts == [B.CONFIG_PATH]
+
+
 def test_batch_records_every_board_and_goes_on_after_a_failure(tmp_path, monkeypatch, capsys):
     boards = {
         "fake://1": FakeBoard("fake://1", mac="240ac4000001"),
@@ -371,4 +388,30 @@ def test_names_csv_encodings_and_headers(tmp_path):
         one_line_error(run_tool("--dry-run", "--product-key", "a1PK", "--names", str(f), env=env), why)
     one_line_error(
         run_tool("--dry-run", "--product-key", "a1PK", "--names", str(tmp_path), env=env), "cannot read"
+    )
+
+
+def test_a_secret_on_the_command_line_points_to_its_file_option_and_abbreviations_to_the_option():
+    def last(*argv):
+        p = subprocess.run(
+            [sys.executable, "-m", *argv], cwd=B.REPO, capture_output=True, text=True, timeout=60,
+            stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        assert p.returncode == 2 and PS not in p.stdout + p.stderr
+        return p.stderr.strip().splitlines()[-1]
+
+    want = (
+        "--product-secret (values not shown); a secret never goes on the command line (make, the shell "
+        "history and `ps` show it): put it in a file and give --product-secret-file FILE"
+    )
+    assert last("tools.provision", "--port", "x", "--product-secret", PS).endswith(want)
+    assert last("tools.line", "--ports", "x", "--config", "c", "--product-secret", PS).endswith(want)
+    assert last("tools.line", "--port", "x", "--config", "c").endswith(
+        "unrecognized option(s): --port (values not shown); did you mean --ports?"
+    )
+    assert last("tools.flash", "--port", "x", "--firmware", "f", "--backup", "b").endswith(
+        "--backup (values not shown); did you mean --backups?"
+    )
+    assert last("tools.deploy", "--port", "x", "--no-pack").endswith(
+        "--no-pack (values not shown); options are never abbreviated: did you mean --no-package?"
     )

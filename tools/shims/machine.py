@@ -49,12 +49,14 @@ class WDT:
     test's own timeout). max_gap_ms is the longest time between two feeds, for tests to read."""
 
     max_gap_ms = 0
+    running = None  # the watchdog, once started: the virtual board resets a board left at the REPL with it
 
     def __init__(self, id=0, timeout=5000):
         import time
 
         self._timeout = timeout
         self._last = time.ticks_ms()
+        WDT.running = self
 
     def feed(self):
         import time

@@ -93,6 +93,7 @@ class Board:
         self._want_read = False
         self._last_sigint = 0.0
         self._reset = None
+        self._wdt = None  # the watchdog's timer while the board waits at the REPL
 
     @property
     def pid(self):
@@ -145,8 +146,31 @@ class Board:
         with contextlib.suppress(BrokenPipeError, ConnectionResetError, RuntimeError, AttributeError):
             self._proc.stdin.write(frame)
 
+    def _arm_watchdog(self, ms):
+        # Nothing feeds the watchdog while the board waits for serial input: it resets the chip when
+        # its time is up, unless input comes first (then user code runs and must feed it).
+        self._disarm_watchdog()
+        proc = self._proc
+        loop = asyncio.get_running_loop()
+        self._wdt = loop.call_later(max(ms, 0) / 1000.0, self._watchdog_reset, proc)
+
+    def _disarm_watchdog(self):
+        if self._wdt is not None:
+            self._wdt.cancel()
+            self._wdt = None
+
+    def _watchdog_reset(self, proc):
+        self._wdt = None
+        if proc is not self._proc or proc.returncode is not None or not self._want_read:
+            return
+        self._reset = ("hard", "watchdog")
+        self.on_event("reset", "watchdog")
+        self.on_output(b"\r\nvboard: task watchdog: not fed while waiting at the REPL\r\n")
+        self._kill()
+
     def _pump(self):
         if self._want_read and self._inbuf and self._proc and self._proc.returncode is None:
+            self._disarm_watchdog()
             chunk = bytes(self._inbuf[:_FRAME_MAX])
             del self._inbuf[: len(chunk)]
             self._want_read = False
@@ -170,7 +194,9 @@ class Board:
                 if rc is not None and (reset or rc == 99):
                     cause, mode, crashes = "hard", "friendly", 0
                     self._inbuf.clear()  # a reset loses what sat in the UART
-                    self.on_output(b"\r\nvboard: rst:0xc (SW_CPU_RESET), boot:0x13 (SPI_FAST_FLASH_BOOT)\r\n")
+                    wdt = reset and reset[1] == "watchdog"
+                    why = b"0x8 (TG1WDT_SYS_RESET)" if wdt else b"0xc (SW_CPU_RESET)"
+                    self.on_output(b"\r\nvboard: rst:%s, boot:0x13 (SPI_FAST_FLASH_BOOT)\r\n" % why)
                     continue
                 # A crash. Serial input is kept: a tool that is talking to the board gets its answer
                 # from the next boot.
@@ -230,6 +256,7 @@ class Board:
             await asyncio.gather(self._read_output(self._proc.stdout), self._read_ctl(ctl))
             return await self._proc.wait()
         finally:
+            self._disarm_watchdog()
             transport.close()
 
     async def _read_output(self, stream):
@@ -249,11 +276,13 @@ class Board:
     def _on_ctl(self, msg):
         _debug("ctl", msg)
         name, _, detail = msg.partition(" ")
-        if msg == "read":
+        if name == "read":
             self._want_read = True
             if not self._inbuf:
                 self.on_event("idle", "")
             self._pump()
+            if detail and self._want_read:  # "read <ms>": a machine.WDT runs, with ms left
+                self._arm_watchdog(int(detail))
         elif msg == "intr on":
             self._interruptible = True
             if b"\x03" in self._inbuf:  # Ctrl-C that arrived while the board was busy booting

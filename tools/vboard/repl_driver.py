@@ -128,7 +128,7 @@ class _Input:
 
     def fill(self):
         while self.pos >= len(self.buf):
-            _ctl("read")
+            _ctl(_read_request())
             t, n = self._header()
             while t != 0x44:  # "D"; a stray ack from an interrupted "intr off" is skipped
                 t, n = self._header()
@@ -146,6 +146,19 @@ class _Input:
 
 
 _IN = _Input()
+
+
+def _read_request():
+    # "read", or "read <ms>" while a machine.WDT runs: the ms it has left. Nothing feeds it while the
+    # board waits at the REPL (ports/esp32: the main task blocks in mp_hal_stdin_rx_chr, and only
+    # WDT.feed() resets the task watchdog), so the host resets the board if no input comes by then.
+    m = sys.modules.get("machine")
+    w = getattr(getattr(m, "WDT", None), "running", None) if m else None
+    if w is None:
+        return "read"
+    import time
+
+    return "read %d" % max(0, w._timeout - time.ticks_diff(time.ticks_ms(), w._last))
 
 
 def _checkpoint():
@@ -451,6 +464,20 @@ def _input(prompt=""):
     return text.decode()  # UnicodeError for non-UTF-8 input reaches user code, as on a board
 
 
+_BLOCK = 4096
+_FS_DEFAULT = 0x200000  # partitions-4MiB.csv (ports/esp32@v1.25.0): vfs, 0x200000 bytes
+
+
+def _fs_bytes():
+    import os
+
+    try:
+        v = int(os.getenv("VBOARD_FS_BYTES") or _FS_DEFAULT)
+    except ValueError:
+        v = _FS_DEFAULT
+    return max(v, 4 * _BLOCK)
+
+
 class _FlashFS:
     """The flash directory as the board's root filesystem, with the shims hidden at _SHIMS."""
 
@@ -511,7 +538,27 @@ class _FlashFS:
         return fs.stat(p)
 
     def statvfs(self, path):
-        return self.fs.statvfs(path)
+        # The board's own size, not the host disk's: a littlefs partition of _FS_BYTES in 4 KiB blocks
+        # (the `vfs` partition of partitions-4MiB.csv: 2 MiB), less what its files and folders take
+        # (a file whole blocks, a folder a metadata pair), as VfsLfs2.statvfs reports
+        # (extmod/vfs_lfsx.c: f_bsize, f_frsize, f_blocks, f_bfree, f_bavail, 0, 0, 0, 0, name max).
+        total = _fs_bytes() // _BLOCK
+        free = max(0, total - 2 - self._blocks("/"))
+        return (_BLOCK, _BLOCK, total, free, free, 0, 0, 0, 0, 255)
+
+    def _blocks(self, path):
+        n = 0
+        prefix = path if path.endswith("/") else path + "/"
+        for entry in self.fs.ilistdir(path):
+            if entry[1] == 0x4000:
+                n += 2 + self._blocks(prefix + entry[0])
+            else:
+                try:
+                    size = self.fs.stat(prefix + entry[0])[6]
+                except OSError:
+                    size = 0
+                n += (size + _BLOCK - 1) // _BLOCK
+        return n
 
     def open(self, path, mode):
         fs, p = self._route(path)

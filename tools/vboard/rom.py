@@ -9,7 +9,9 @@ target definitions); this module gives it what a board has and the mock has not:
   write also erase the MicroPython filesystem when they touch its partition (0x200000 up, the `vfs`
   partition of MicroPython's partitions-4MiB.csv), and the filesystem is the flash directory, so its
   files go, the credential included, as littlefs does on a chip;
-- a serial link that is one TCP connection of the board's server, fed from its event loop.
+- a serial link that is one TCP connection of the board's server, fed from its event loop;
+- the board's own MAC in its eFuse registers (the mock gives every board of a chip one MAC), the one
+  machine.unique_id() returns, so `esptool read-mac` tells two virtual boards apart.
 
 One esptool session (one connection) runs in a worker thread; the MicroPython side of the board is
 powered off meanwhile (tools/vboard/server.py), as an ESP32 in download mode runs no application.
@@ -24,12 +26,14 @@ import threading
 from pathlib import Path
 
 from esp32_mock_bootloader import protocol as _proto
+from esp32_mock_bootloader import registers as _regs
 from esp32_mock_bootloader import server as _mock
 
 CHIPS = ("esp32", "esp32s3", "esp32c3")
 FLASH_SIZE = _proto.FLASH_MOCK_SIZE  # 4 MB: what esptool's flash-id reports for the mock's JEDEC id
 FS_OFFSET = 0x200000  # MicroPython's `vfs` partition (partitions-4MiB.csv) runs to the end of flash
 _SLIP_END = 0xC0
+DEFAULT_MAC = "24:0a:c4:00:00:01"  # tools/shims/machine.py's unique_id() without VBOARD_MAC
 _RECV_WAIT_S = 5.0  # longer than esptool's own 3 s read timeout: only a vanished client is silent
 
 
@@ -51,6 +55,25 @@ def wipe_dir(flash_dir):
             shutil.rmtree(p)
         else:
             p.unlink()
+
+
+_session = threading.local()  # the eFuse registers of the board whose ROM session runs in this thread
+
+
+class _BoardSession(_mock.ChipSession):
+    """The mock's per-connection state, with this board's eFuse MAC registers in place."""
+
+    def __init__(self, chip_mode):
+        super().__init__(chip_mode)
+        self.registers.update(getattr(_session, "efuse", {}))
+
+
+_mock.ChipSession = _BoardSession  # handle_client() builds its session by this module-level name
+
+
+def efuse_mac_registers(chip, mac):
+    """{register address: value} that esptool's read_mac() decodes as mac ("aa:bb:cc:dd:ee:ff")."""
+    return _regs._mac_registers(chip, tuple(int(b, 16) for b in mac.split(":")))
 
 
 class SpiFlash(_mock.FlashImage):
@@ -185,10 +208,11 @@ class RomLink:
 class Rom:
     """The ROM bootloader of one virtual board: its chip, its persistent flash, one session at a time."""
 
-    def __init__(self, chip, flash_dir, image=None):
+    def __init__(self, chip, flash_dir, image=None, mac=DEFAULT_MAC):
         if chip not in CHIPS:
             raise ValueError("chip must be one of %s" % ", ".join(CHIPS))
         self.chip = chip
+        self.efuse = efuse_mac_registers(chip, mac or DEFAULT_MAC)
         self.flash_dir = Path(flash_dir)
         self.image = Path(image) if image else image_path(flash_dir)
         self.flash = SpiFlash(self.image, self.flash_dir)  # fails early on an unreadable image
@@ -200,6 +224,7 @@ class Rom:
         f = self.flash
         f.fs_wiped, f.written = False, 0
         err = None
+        _session.efuse = self.efuse
         try:
             _mock.handle_client(link, self._stop, self.chip, None, exit_on_disconnect=True, flash=f)
         except Exception as e:  # noqa: BLE001 - a protocol surprise ends the session, not the board

@@ -37,7 +37,7 @@ class SerialServer:
         self.cfg = cfg
         # chip: the ROM bootloader answered on socket:// (None: esptool gets the REPL, as on a board
         # that is not in download mode). image: its SPI flash file (default: rom.image_path).
-        self.rom = rom.Rom(chip, cfg.flash, image) if chip else None
+        self.rom = rom.Rom(chip, cfg.flash, image, mac=cfg.mac) if chip else None
         self._rom_lock = asyncio.Lock()
         self._download = None  # the client in download mode: no console output goes to it
         self._closing = False
