@@ -80,9 +80,14 @@ def _stage(name, fn, drop, *args):
 
 def recover(e):
     """Report exception e and reset the board when a retry can help (README: Life after online)."""
-    from aliyun_iot import fatal
+    try:
+        from aliyun_iot import fatal
 
-    fatal.recover(e)
+        fatal.recover(e)
+    finally:  # even when fatal itself cannot be loaded (out of memory): never left at the REPL
+        import machine
+
+        machine.reset()
 
 
 def forget(*names):

@@ -117,11 +117,12 @@ class WLAN:
         _st["requested"] = True
 
     def disconnect(self):
+        # network_wlan_disconnect: esp_wifi_disconnect() ends the link or the attempt with reason 8
+        # (ASSOC_LEAVE), which status() reports as STAT_IDLE, also through the next connect()'s first attempt
         _run()
-        was = _st["connected"]
-        _st["requested"] = _st["connected"] = False
-        if was:
+        if _st["requested"] or _st["connected"]:
             _st["reason"] = _ASSOC_LEAVE
+        _st["requested"] = _st["connected"] = False
 
     def status(self, param=None):
         if param == "rssi":
