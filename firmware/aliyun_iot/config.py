@@ -54,30 +54,19 @@ _DN_CHARS = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_@.
 # (ports/esp32/machine_pin.h and machine_pin.c, v1.23.0 to v1.28.0): esp32: 34-39 are inputs only, 6-8, 11,
 # 16, 17 hold the flash or SPIRAM (docs/esp32/quickref.rst), 24, 28-31 do not exist; esp32s3: 22-32 do not
 # exist, 33-37 hold the octal SPIRAM; esp32c3: 14-19 do not exist or are the USB serial JTAG.
-_LED_PINS = {"esp32": b"\x00\x05\x09\x0a\x0c\x0f\x12\x17\x19\x1b\x20\x21", "esp32s3": b"\x00\x15\x26\x30",
-             "esp32c3": b"\x00\x0d\x14\x15"}
+# One bytes object, "<chip>:" then its pairs, so that it costs no qstr (bytes constants are not interned).
+_LED_PINS = (b";esp32:\x00\x05\x09\x0a\x0c\x0f\x12\x17\x19\x1b\x20\x21;esp32s3:\x00\x15\x26\x30"
+             b";esp32c3:\x00\x0d\x14\x15;")
 
 
 def chip():
-    """esp32, esp32s3 or esp32c3: the board's chip, from os.uname().machine (extmod/modos.c: "<board> with
-    <MCU>", ESP32S3 or ESP32C3 on those boards); on the host VBOARD_CHIP (a board's os has no getenv; the
-    unix port's has no uname), default esp32."""
+    """The board's chip (esp32, esp32s3, esp32c3): the last word of os.uname().machine, "<board> with <MCU>"
+    (extmod/modos.c); on the host (whose os, unlike a board's, has getenv) VBOARD_CHIP, default esp32."""
     import os
 
-    m = getattr(os, "getenv", lambda k: None)("VBOARD_CHIP")
-    if not m:
-        m = os.uname()[4] if hasattr(os, "uname") else ""
-    m = m.upper()
-    for c in ("ESP32S3", "ESP32C3"):
-        if c in m:
-            return c.lower()
-    return "esp32"
-
-
-def led_pins(chip):
-    """The LED pins of chip as text, e.g. "0-13, 20-21"."""
-    t = _LED_PINS[chip]
-    return ", ".join("%d-%d" % (t[i], t[i + 1]) for i in range(0, len(t), 2))
+    if hasattr(os, "getenv"):  # the host
+        return os.getenv("VBOARD_CHIP") or "esp32"
+    return os.uname()[4].split()[-1].lower()
 
 
 def validate(raw, on=None):
@@ -121,10 +110,12 @@ def validate(raw, on=None):
     p = cfg["led_pin"]
     if p is not None:
         on = on or chip()
-        t = _LED_PINS[on]
-        if not any(t[i] <= p <= t[i + 1] for i in range(0, len(t), 2)):
-            raise IotError("led_pin %d cannot drive an LED on an %s: use one of %s" % (p, on, led_pins(on)),
-                           "config")
+        i = _LED_PINS.find(b";" + on.encode() + b":")
+        t = _LED_PINS[i + len(on) + 2:_LED_PINS.find(b";", i + 1)] if i >= 0 else b""
+        r = range(0, len(t), 2)  # another chip: not checked here
+        if t and not any(t[i] <= p <= t[i + 1] for i in r):
+            raise IotError("led_pin %d is not an output of the %s: use %s" % (
+                p, on, ", ".join("%d-%d" % (t[i], t[i + 1]) for i in r)), "config")
     dn = cfg["device_name"]
     if dn is not None and not valid_device_name(dn):
         raise IotError("device_name must be 4 to 32 characters of letters, digits and -_@.:", "config")

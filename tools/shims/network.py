@@ -19,31 +19,26 @@
 # - a wrong WPA2 password first fails with reason 15, i.e. status() says "connecting",
 #   and only later with 202 (micropython issue 11625): modelled as 15, then 202;
 # - the flags are module-wide (C statics), shared by every WLAN object.
+# Kept small on purpose: tools/ram.py loads the shims as .mpy, and every name a module adds is
+# a qstr in RAM there (on a board this module is C in ROM).
 import os
 import time
 
 STA_IF = 0
 AP_IF = 1
-# modnetwork_globals.h@v1.28.0
+# modnetwork_globals.h@v1.28.0 (also STAT_BEACON_TIMEOUT 200, STAT_HANDSHAKE_TIMEOUT 204 and the
+# 210-212 NO_AP_FOUND variants, left out: nothing here uses them)
 STAT_IDLE = 1000
 STAT_CONNECTING = 1001
 STAT_GOT_IP = 1010
-STAT_BEACON_TIMEOUT = 200
 STAT_NO_AP_FOUND = 201
 STAT_WRONG_PASSWORD = 202
-STAT_ASSOC_FAIL = 203
 STAT_CONNECT_FAIL = 203
-STAT_HANDSHAKE_TIMEOUT = 204
-STAT_NO_AP_FOUND_W_COMPATIBLE_SECURITY = 210
-STAT_NO_AP_FOUND_IN_AUTHMODE_THRESHOLD = 211
-STAT_NO_AP_FOUND_IN_RSSI_THRESHOLD = 212
 
-_ASSOC_LEAVE = 8
-_CONNECTION_FAIL = 205
-_HANDSHAKE_15 = 15  # WIFI_REASON_4WAY_HANDSHAKE_TIMEOUT
-
-# network_wlan.c's statics
-_st = {"requested": False, "connected": False, "reason": 0, "conf": 0, "t0": 0, "seq": None}
+# network_wlan.c's statics: [connect requested, connected with an IP, wifi_sta_disconn_reason,
+# conf_wifi_sta_reconnects (0: for ever), wifi_sta_reconnects]; then this stand-in's plan:
+# [connect() time, one attempt's ms, index of the joining attempt or None, the attempts' outcomes]
+_s = [False, False, 0, 0, 0, 0, 1, None, None]
 
 
 def _env(name):
@@ -53,45 +48,22 @@ def _env(name):
         return None
 
 
-def _ms():
-    return int(time.time() * 1000)
-
-
-def _plan(ssid, key):
-    # the outcome of each attempt, the last one repeating
-    seq = _env("VBOARD_WIFI_SEQ")
-    if seq:
-        return [s if s == "join" else int(s) for s in seq.split(",")]
-    nets = _env("VBOARD_WIFI")
-    if nets:
-        known = {}
-        for item in nets.split(","):
-            name, _, pw = item.partition(":")
-            known[name] = pw
-        if ssid not in known:
-            return [STAT_NO_AP_FOUND]
-        if known[ssid] != (key or ""):
-            return [_HANDSHAKE_15, STAT_WRONG_PASSWORD]
-    return ["join"]
-
-
 def _run():
-    # Advance the port's own retrying to now.
-    if not _st["requested"] or _st["connected"]:
+    # Advance the port's own retrying to now: n attempts have ended since connect().
+    s = _s
+    if not s[0] or s[1]:
         return
-    seq = _st["seq"]
-    n = (_ms() - _st["t0"]) // max(1, int(_env("VBOARD_WIFI_DELAY_MS") or 30))  # attempts finished
-    conf = _st["conf"]
-    if conf:
-        n = min(n, conf)  # network_wlan.c: the handler stops reconnecting after conf attempts
-    for i in range(n):
-        out = seq[min(i, len(seq) - 1)]
-        if out == "join":
-            _st["connected"] = True
-            _st["reason"] = 0  # IP_EVENT_STA_GOT_IP clears it
-            return
-        _st["reason"] = out
-    _st["tries"] = n
+    n = time.ticks_diff(time.ticks_ms(), s[5]) // s[6]
+    if s[3]:
+        n = min(n, s[3])  # network_wlan.c: the handler stops reconnecting after conf attempts
+    if not n:
+        return
+    if s[7] is not None and n > s[7]:
+        s[1] = True
+        s[2] = 0  # IP_EVENT_STA_GOT_IP clears the reason
+        return
+    s[2] = s[8][min(n, len(s[8])) - 1]
+    s[4] = n
 
 
 class WLAN:
@@ -104,45 +76,61 @@ class WLAN:
             return self._active
         self._active = bool(on)
         if not on:
-            _st["requested"] = _st["connected"] = False
+            _s[0] = _s[1] = False
 
     def connect(self, ssid=None, key=None, bssid=None):
         if not self._active:
             raise OSError("Wifi Not Started")
-        # network_wlan_connect: reconnects counter reset, the last reason is NOT cleared
-        _st["seq"] = _plan(ssid, key)
-        _st["t0"] = _ms()
-        _st["tries"] = 0
-        _st["connected"] = False
-        _st["requested"] = True
+        # the outcome of each attempt, the last one repeating
+        seq = ["join"]
+        v = _env("VBOARD_WIFI_SEQ")
+        nets = _env("VBOARD_WIFI")
+        if v:
+            seq = [x if x == "join" else int(x) for x in v.split(",")]
+        elif nets:
+            known = {}
+            for item in nets.split(","):
+                name, _, pw = item.partition(":")
+                known[name] = pw
+            if ssid not in known:
+                seq = [201]
+            elif known[ssid] != (key or ""):
+                seq = [15, 202]  # 15: WIFI_REASON_4WAY_HANDSHAKE_TIMEOUT, then AUTH_FAIL
+        # network_wlan_connect: the reconnects counter is reset, the last reason is NOT cleared
+        _s[5] = time.ticks_ms()
+        _s[6] = max(1, int(_env("VBOARD_WIFI_DELAY_MS") or 30))
+        _s[7] = seq.index("join") if "join" in seq else None
+        _s[8] = seq
+        _s[4] = 0
+        _s[1] = False
+        _s[0] = True
 
     def disconnect(self):
         # network_wlan_disconnect: esp_wifi_disconnect() ends the link or the attempt with reason 8
         # (ASSOC_LEAVE), which status() reports as STAT_IDLE, also through the next connect()'s first attempt
         _run()
-        if _st["requested"] or _st["connected"]:
-            _st["reason"] = _ASSOC_LEAVE
-        _st["requested"] = _st["connected"] = False
+        if _s[0] or _s[1]:
+            _s[2] = 8
+        _s[0] = _s[1] = False
 
     def status(self, param=None):
         if param == "rssi":
-            if not _st["connected"]:
+            if not _s[1]:
                 raise OSError(-1)
             return -55
         if param is not None:
             raise ValueError("unknown status param")
         _run()
-        if _st["connected"]:
+        if _s[1]:
             return STAT_GOT_IP
-        r = _st["reason"]
-        if r in (STAT_NO_AP_FOUND, 210, 211, 212):
+        r = _s[2]
+        if r in (201, 210, 211, 212):
             return r
-        if r in (STAT_WRONG_PASSWORD, _CONNECTION_FAIL):
-            return STAT_WRONG_PASSWORD
-        if r == _ASSOC_LEAVE:
+        if r in (202, 205):  # AUTH_FAIL, CONNECTION_FAIL
+            return 202
+        if r == 8:
             return STAT_IDLE
-        conf = _st["conf"]
-        if _st["requested"] and (conf == 0 or _st.get("tries", 0) < conf):
+        if _s[0] and (_s[3] == 0 or _s[4] < _s[3]):
             return STAT_CONNECTING
         if r == 0:
             return STAT_IDLE
@@ -150,7 +138,7 @@ class WLAN:
 
     def isconnected(self):
         _run()
-        return _st["connected"]
+        return _s[1]
 
     def ifconfig(self, *args):
         return ("127.0.0.1", "255.0.0.0", "127.0.0.1", "127.0.0.1")
@@ -158,12 +146,12 @@ class WLAN:
     def config(self, *args, **kwargs):
         if "reconnects" in kwargs:
             r = kwargs["reconnects"]
-            _st["conf"] = 0 if r == -1 else r + 1  # network_wlan.c: -1 retries for ever
+            _s[3] = 0 if r == -1 else r + 1  # network_wlan.c: -1 retries for ever
             return None
         if args and args[0] == "mac":
             import machine
 
             return machine.unique_id()
         if args and args[0] == "reconnects":
-            return _st["conf"] - 1
+            return _s[3] - 1
         return None

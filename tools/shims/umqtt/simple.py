@@ -44,7 +44,6 @@ import socket
 import struct
 
 API_VERSIONS = ("1.3.4", "1.4.0", "1.6.0", "1.7.0", "1.8.0")
-_ALIASES = {"1.6": "1.6.0"}
 
 
 def _api():
@@ -54,27 +53,27 @@ def _api():
         v = None
     if not v:
         return "1.7.0"
-    v = _ALIASES.get(v, v)
+    if v == "1.6":  # its name before the double knew 1.7.0 and 1.8.0
+        v = "1.6.0"
     if v not in API_VERSIONS:
-        raise ImportError("UMQTT_API must be one of " + ", ".join(API_VERSIONS))
+        raise ImportError("UMQTT_API must be one of 1.3.4, 1.4.0, 1.6.0, 1.7.0, 1.8.0")
     return v
 
 
 API = _api()
-_NEW = API not in ("1.3.4", "1.4.0")  # 1.6.0 and later: ssl_params back, connect(timeout=)
 
 
 class MQTTException(Exception):
     pass
 
 
-def _check(ok, what):
-    # upstream's `assert`: AssertionError (frozen modules keep their asserts)
-    if not ok:
-        raise AssertionError(what)
+def _check(b):
+    # upstream's bare `assert`: AssertionError() (frozen modules keep their asserts)
+    if not b:
+        raise AssertionError()
 
 
-def _vbi(pkt, sz):
+def _remaining_length(pkt, sz):
     # Remaining Length into pkt[1:] as a variable byte integer; returns the
     # index of its last byte (umqtt/simple.py@0d838c3a inline loop, @5e49b1bd
     # _encode_len).
@@ -85,12 +84,6 @@ def _vbi(pkt, sz):
         i += 1
     pkt[i] = sz
     return i
-
-
-def _u16(pkt, v):
-    # struct.pack_into("!H", pkt, 0, v) as MicroPython does it: the low 16 bits
-    pkt[0] = (v >> 8) & 0xFF
-    pkt[1] = v & 0xFF
 
 
 class MQTTClient:
@@ -187,7 +180,7 @@ class MQTTClient:
 
         self.sock = ssl.wrap_socket(self.sock, **self.ssl_params)
 
-    def _send_str(self, s):
+    def _field(self, s):
         # umqtt/simple.py (every version): the length is len(s) on the object given, then s
         # itself is written; a str's UTF-8 bytes outnumber its characters when non-ASCII.
         self.sock.write(struct.pack("!H", len(s)))
@@ -206,25 +199,25 @@ class MQTTClient:
             sz += 2 + len(self.user) + 2 + len(self.pswd)
             msg[6] |= 0xC0
         if self.keepalive:
-            _check(self.keepalive < 65536, "keepalive")
+            _check(self.keepalive < 65536)
             msg[7] |= self.keepalive >> 8
             msg[8] |= self.keepalive & 0xFF
         if self.lw_topic:
             sz += 2 + len(self.lw_topic) + 2 + len(self.lw_msg)
             msg[6] |= 0x4 | (self.lw_qos & 0x1) << 3 | (self.lw_qos & 0x2) << 3
             msg[6] |= self.lw_retain << 5
-        i = _vbi(premsg, sz)
+        i = _remaining_length(premsg, sz)
         self.sock.write(premsg, i + 2)
         self.sock.write(msg)
-        self._send_str(self.client_id)
+        self._field(self.client_id)
         if self.lw_topic:
-            self._send_str(self.lw_topic)
-            self._send_str(self.lw_msg)
+            self._field(self.lw_topic)
+            self._field(self.lw_msg)
         if self.user:
-            self._send_str(self.user)
-            self._send_str(self.pswd)
+            self._field(self.user)
+            self._field(self.pswd)
         resp = self.sock.read(4)
-        _check(resp[0] == 0x20 and resp[1] == 0x02, "not a CONNACK")
+        _check(resp[0] == 0x20 and resp[1] == 0x02)
         if resp[3] != 0:
             raise MQTTException(resp[3])
         return resp[2] & 1
@@ -233,8 +226,8 @@ class MQTTClient:
         self.cb = f
 
     def set_last_will(self, topic, msg, retain=False, qos=0):
-        _check(0 <= qos <= 2, "qos")
-        _check(topic, "topic")
+        _check(0 <= qos <= 2)
+        _check(topic)
         self.lw_topic = topic
         self.lw_msg = msg
         self.lw_qos = qos
@@ -255,106 +248,83 @@ class MQTTClient:
         sz = 2 + len(topic) + len(msg)
         if qos > 0:
             sz += 2
-        _check(sz < 2097152, "message too long")
-        i = _vbi(pkt, sz)
+        _check(sz < 2097152)
+        i = _remaining_length(pkt, sz)
         self.sock.write(pkt, i + 1)
-        self._send_str(topic)
+        self._field(topic)
         if qos > 0:
             self.pid += 1
             pid = self.pid
-            _u16(pkt, pid)
+            struct.pack_into("!H", pkt, 0, pid & 0xFFFF)  # MicroPython packs the low 16 bits
             self.sock.write(pkt, 2)
         self.sock.write(msg)
         if qos == 1:
             while 1:
                 op = self.wait_msg()
                 if op == 0x40:
-                    _check(self.sock.read(1) == b"\x02", "bad PUBACK")
+                    _check(self.sock.read(1) == b"\x02")
                     got = self.sock.read(2)
                     if pid == got[0] << 8 | got[1]:
                         return
         elif qos == 2:
-            _check(False, "qos 2")  # upstream: `assert 0`, after the packet is sent
+            _check(False)  # upstream: `assert 0`, after the packet is sent
 
-    if API == "1.8.0":
-
-        def _send_subunsub(self, topic, typ, ack_op, ack_n, qos=0):
-            # umqtt/simple.py@5e49b1bd (1.8.0, e178efef/f20a86ad): the Remaining Length as a
-            # variable byte integer, 4 + len(topic) (+1 for the QoS byte of a SUBSCRIBE)
+    def _sub(self, op, topic, qos, n):
+        # SUBSCRIBE (op 0x82, SUBACK of n = 4 bytes) or UNSUBSCRIBE (0xA2, UNSUBACK of 3), then wait for
+        # its ack, reading and answering whatever comes first (wait_msg()).
+        self.pid += 1
+        pid = self.pid
+        if API == "1.8.0":
+            # umqtt/simple.py@5e49b1bd (1.8.0; e178efef, f20a86ad): _send_subunsub(), the Remaining
+            # Length as a variable byte integer, 4 + len(topic) (+1 for a SUBSCRIBE's QoS byte)
             pkt = bytearray(4)
-            pkt[0] = typ
-            self.pid += 1
-            pid = self.pid
-            i = _vbi(pkt, 4 + len(topic) + (ack_n > 3))
+            pkt[0] = op
+            i = _remaining_length(pkt, 4 + len(topic) + (n > 3))
             self.sock.write(pkt, i + 1)
-            _u16(pkt, pid)
+            struct.pack_into("!H", pkt, 0, pid & 0xFFFF)
             self.sock.write(pkt, 2)
-            self._send_str(topic)
-            if ack_n > 3:
-                self.sock.write(bytes((qos,)))
-            while 1:
-                op = self.wait_msg()
-                if op == ack_op:
-                    resp = self.sock.read(ack_n)
-                    _check((resp[1] << 8 | resp[2]) == pid, "ack for another packet id")
-                    if ack_n > 3 and resp[3] == 0x80:
-                        raise MQTTException(resp[3])
-                    return
+        else:
+            # umqtt/simple.py@803452a1..0d838c3a: struct.pack_into("!BH", pkt, 1, len, pid): the
+            # Remaining Length is ONE byte (a topic over 250 bytes wraps it: py/binary.c does not
+            # range-check) and the packet id its low 16 bits
+            pkt = bytearray(4)
+            pkt[0] = op
+            pkt[1] = (2 + 2 + len(topic) + (n > 3)) & 0xFF
+            pkt[2] = (pid >> 8) & 0xFF
+            pkt[3] = pid & 0xFF
+            self.sock.write(pkt)
+        self._field(topic)
+        if n > 3:
+            self.sock.write(qos.to_bytes(1, "little"))
+        while 1:
+            if self.wait_msg() == op + 0x0E:  # SUBACK 0x90, UNSUBACK 0xB0
+                resp = self.sock.read(n)
+                # 1.8.0 compares the whole id, older ones the two bytes sent
+                _check((resp[1] << 8 | resp[2]) == (pid if API == "1.8.0" else pid & 0xFFFF))
+                if n > 3 and resp[3] == 0x80:
+                    raise MQTTException(resp[3])
+                return
 
-        def subscribe(self, topic, qos=0):
-            _check(self.cb is not None, "Subscribe callback is not set")
-            self._send_subunsub(topic, 0x82, 0x90, 4, qos)
+    def subscribe(self, topic, qos=0):
+        if self.cb is None:
+            raise AssertionError("Subscribe callback is not set")
+        self._sub(0x82, topic, qos, 4)
+
+    if API in ("1.7.0", "1.8.0"):
 
         def unsubscribe(self, topic):
-            self._send_subunsub(topic, 0xA2, 0xB0, 3)
+            # umqtt/simple.py@0d838c3a (1.7.0): added
+            self._sub(0xA2, topic, 0, 3)
 
-    else:
-
-        def _subunsub(self, typ, extra, topic):
-            # umqtt/simple.py@803452a1..0d838c3a: struct.pack_into("!BH", pkt, 1, len, pid): the
-            # Remaining Length is ONE byte (a topic over 250 bytes wraps it, py/binary.c does not
-            # range-check) and the packet id its low 16 bits.
-            pkt = bytearray(4)
-            pkt[0] = typ
-            self.pid += 1
-            pkt[1] = (2 + 2 + len(topic) + extra) & 0xFF
-            pkt[2] = (self.pid >> 8) & 0xFF
-            pkt[3] = self.pid & 0xFF
-            self.sock.write(pkt)
-            self._send_str(topic)
-            return pkt
-
-        def _ack(self, op_want, n, pkt):
-            while 1:
-                op = self.wait_msg()
-                if op == op_want:
-                    resp = self.sock.read(n)
-                    _check(resp[1] == pkt[2] and resp[2] == pkt[3], "ack for another packet id")
-                    return resp
-
-        def subscribe(self, topic, qos=0):
-            _check(self.cb is not None, "Subscribe callback is not set")
-            pkt = self._subunsub(0x82, 1, topic)
-            self.sock.write(qos.to_bytes(1, "little"))
-            resp = self._ack(0x90, 4, pkt)
-            if resp[3] == 0x80:
-                raise MQTTException(resp[3])
-
-        if API == "1.7.0":
-
-            def unsubscribe(self, topic):
-                # umqtt/simple.py@0d838c3a (1.7.0): added
-                self._ack(0xB0, 3, self._subunsub(0xA2, 0, topic))
-
-    def _recv_len(self):
+    def _read_len(self):
         n = 0
-        sh = 0
+        shift = 0
         while 1:
             b = self.sock.read(1)[0]
-            n |= (b & 0x7F) << sh
+            n |= (b & 0x7F) << shift
             if not b & 0x80:
                 return n
-            sh += 7
+            shift += 7
 
     def wait_msg(self):
         # umqtt/simple.py (every version) wait_msg()
@@ -365,16 +335,16 @@ class MQTTClient:
         if res == b"":
             raise OSError(-1)
         if res == b"\xd0":  # PINGRESP
-            _check(self.sock.read(1)[0] == 0, "bad PINGRESP")
+            _check(self.sock.read(1)[0] == 0)
             return None
         op = res[0]
         if op & 0xF0 != 0x30:
             return op
-        sz = self._recv_len()
-        tl = self.sock.read(2)
-        tl = tl[0] << 8 | tl[1]
-        topic = self.sock.read(tl)
-        sz -= tl + 2
+        sz = self._read_len()
+        n = self.sock.read(2)
+        n = n[0] << 8 | n[1]
+        topic = self.sock.read(n)
+        sz -= n + 2
         pid = 0
         if op & 6:
             p = self.sock.read(2)
@@ -387,7 +357,7 @@ class MQTTClient:
             pkt[2:] = struct.pack("!H", pid)
             self.sock.write(pkt)
         elif op & 6 == 4:
-            _check(False, "qos 2")
+            _check(False)
         return op
 
     def check_msg(self):
