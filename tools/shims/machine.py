@@ -2,6 +2,8 @@
 # virtual board use. Runs on CPython and on the MicroPython unix port.
 #   VBOARD_MAC   base MAC "aa:bb:cc:dd:ee:ff" returned by unique_id()
 #   VBOARD_LED   path of a file that records every LED pin write ("<pin> <0|1>")
+#   VBOARD_CHIP  esp32 (default), esp32s3 or esp32c3: Pin's GPIO table and messages (see Pin)
+#   VBOARD_SPIRAM  "1": the esp32 SPIRAM build, without GPIO 16-17
 import os
 import sys
 
