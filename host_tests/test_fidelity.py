@@ -128,6 +128,7 @@ FATAL_CASES = [
     "reset when an LED write raises",
     "reset when the wait raises MemoryError",
     "reset when fatal cannot be loaded",
+    "ctrl-c gets the REPL",
 ]
 
 

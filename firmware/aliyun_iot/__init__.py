@@ -84,10 +84,11 @@ def recover(e):
         from aliyun_iot import fatal
 
         fatal.recover(e)
-    finally:  # even when fatal itself cannot be loaded (out of memory): never left at the REPL
-        import machine
+    except Exception:  # fatal itself failed (out of memory loading it): reset all the same, not the REPL
+        pass
+    import machine
 
-        machine.reset()
+    machine.reset()
 
 
 def forget(*names):

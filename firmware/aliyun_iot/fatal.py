@@ -58,7 +58,8 @@ def recover(e):
     Out of memory: reset in 1 s. Retryable (the network): in 32 to 64 s. Not retryable (a refusal, a
     config or storage problem): after the long cap (refused_cap_s, default 1 h), so that a device fixed
     in the console comes back by itself. Whatever raises on the way (the report, the config, the LED's
-    Pin, out of memory) only cuts that step short: the reset comes anyway."""
+    Pin, out of memory) only cuts that step short: the reset comes anyway. Only Ctrl-C (someone at the
+    console, mpremote) gets the REPL, as before."""
     try:
         try:
             fail(e)
@@ -96,7 +97,8 @@ def recover(e):
                     led.value(v)
                 sleep_ms(100)
             sleep_ms(500)
-    finally:
-        import machine
+    except Exception:  # an LED write, the wait, out of memory: straight to the reset
+        pass
+    import machine
 
-        machine.reset()
+    machine.reset()

@@ -104,3 +104,14 @@ case("reset when the LED Pin raises", IotError("x", "config"), pin_fails)
 case("reset when an LED write raises", IotError("x", "config"), led_fails)
 case("reset when the wait raises MemoryError", IotError("x", "config"), wait_fails)
 case("reset when fatal cannot be loaded", MemoryError(), fatal_fails)
+# Ctrl-C (mpremote, someone at the console) is the one way to the REPL
+fatal.sleep_ms = raiser(KeyboardInterrupt())
+try:
+    aliyun_iot.recover(IotError("x", "config"))
+    devkit.fail("ctrl-c gets the REPL", "recover() returned")
+except KeyboardInterrupt:
+    devkit.ok("ctrl-c gets the REPL")
+except _Reset:
+    devkit.fail("ctrl-c gets the REPL", "the board was reset")
+finally:
+    fatal.sleep_ms = real["sleep_ms"]
