@@ -178,11 +178,16 @@ def test_status_led_follows_the_boot(runtime, flash, emu, tmp_path):
     [
         ({"VBOARD_WIFI": "lab:other-password"}, {}, "fatal IotError wifi_auth", 0),
         ({"VBOARD_WIFI": "elsewhere:x"}, {}, "fatal IotError wifi_noap", 0),
+        # an access point slower than the board: not found, then refusing, then joined (the port retries)
+        ({"VBOARD_WIFI_SEQ": "201,202,join", "VBOARD_WIFI_DELAY_MS": "700"}, {}, "online", 1),
+        ({"VBOARD_WIFI_SEQ": "15", "VBOARD_WIFI_DELAY_MS": "200"}, {"timeout": 1},
+         "fatal IotError wifi_timeout", 0),
         ({"VBOARD_NTP_FAIL": "2"}, {}, "online", 1),
         ({"VBOARD_NTP_FAIL": "3"}, {}, "fatal IotError ntp", 0),
         ({"VBOARD_NTP_FAIL": "9"}, {"ntp": False}, "online", 1),
     ],
-    ids=["wifi-wrong-password", "wifi-no-ap", "ntp-recovers", "ntp-dead", "ntp-off"],
+    ids=["wifi-wrong-password", "wifi-no-ap", "wifi-slow-ap", "wifi-never-joins", "ntp-recovers", "ntp-dead",
+         "ntp-off"],
 )
 def test_wifi_and_clock(runtime, flash, emu, env, cfg, result, attempts):
     dn = "net-%s-%s" % (len(emu.registry()["devices"]), runtime[:2])
@@ -191,6 +196,8 @@ def test_wifi_and_clock(runtime, flash, emu, env, cfg, result, attempts):
     b = boot(runtime, flash, env=env)
     assert b.result == result, b.stdout
     assert b.attempts == attempts
+    if result in ("fatal IotError wifi_auth", "fatal IotError wifi_noap"):
+        assert "hint: " in b.stdout, b.stdout
 
 
 def test_session_state_stays_bounded(runtime, flash, emu, secret_guard):

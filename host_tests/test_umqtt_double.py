@@ -17,7 +17,7 @@ import trustme
 from host_tests.plugins.runtimes import assert_device_ok, device_script, run_script
 from host_tests.plugins.wire import tcp_server
 
-GENERATIONS = ("1.3.4", "1.4.0", "1.6")
+GENERATIONS = ("1.3.4", "1.4.0", "1.6.0", "1.7.0", "1.8.0")
 
 # every check the device script must have passed, per generation
 _COMMON = {
@@ -45,15 +45,29 @@ _COMMON = {
     "end of stream code",
     "quiet connect",
     "check_msg nothing waiting",
+    "publish str counted in characters",
+    "publish str written as UTF-8",
+    "topic length in characters",
+    "publish bytes consistent",
+    "connect via wire",
+    "client id length in characters",
+    "connect length in characters",
+    "old socket closed on connect",
+    "qos1 past 65535 never acked",
+    "qos1 past 65535 ran into end of stream",
 }
+_LEGACY = {"connect has no timeout", "no unsubscribe"}
+_NEWER = {"init takes ssl_params", "tls context connect", "tls legacy connect", "tls context wrong ca"}
 EXPECTED = {
     "1.3.4": _COMMON
-    | {"init takes ssl_params", "connect has no timeout", "tls legacy connect", "tls legacy wrong ca"},
+    | _LEGACY
+    | {"init takes ssl_params", "tls legacy connect", "tls legacy wrong ca"},
     "1.4.0": _COMMON
-    | {"init has no ssl_params", "connect has no timeout", "tls context connect", "tls ssl=True unsupported"}
-    | {"tls context wrong ca"},
-    "1.6": _COMMON
-    | {"init takes ssl_params", "tls context connect", "tls legacy connect", "tls context wrong ca"},
+    | _LEGACY
+    | {"init has no ssl_params", "tls context connect", "tls ssl=True unsupported", "tls context wrong ca"},
+    "1.6.0": _COMMON | _NEWER | {"no unsubscribe"},
+    "1.7.0": _COMMON | _NEWER | {"unsubscribe"},
+    "1.8.0": _COMMON | _NEWER | {"unsubscribe"},
 }
 
 

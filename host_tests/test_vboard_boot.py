@@ -114,8 +114,11 @@ def test_boot_timeout_and_reboot_loop(tmp_path):
 
 def test_boot_env_mac_and_wifi_reach_the_shims(tmp_path):
     main = (
-        "import machine, network, os\n"
+        "import machine, network, os, time\n"
         "w = network.WLAN(network.STA_IF)\nw.active(True)\nw.connect('lab', 'secret')\n"
+        "for _ in range(200):  # the port's first attempts look like connecting (reason 15)\n"
+        "    if w.status() != network.STAT_CONNECTING: break\n"
+        "    time.sleep_ms(10)\n"
         "print('mac', machine.unique_id().hex(), 'status', w.status(), 'x', os.getenv('VBOARD_X'))\n"
     )
     flash = _flash(tmp_path, main)

@@ -27,10 +27,11 @@ def _chars(key, v, extra, lo, hi, what):
         raise IotError("%s must be %d to %d characters of %s" % (key, lo, hi, what), "config")
 
 
-def validate(raw):
+def validate(raw, chip=None):
     """The firmware's own check, then the host's; returns the config with defaults. ConfigError names the
-    key and what is allowed."""
-    cfg = device.validate(raw)
+    key and what is allowed. chip: the board's (boards/*/board.json "chip"), whose pins led_pin must fit;
+    None (the virtual board): esp32, as the machine shim's default."""
+    cfg = device.validate(raw, chip or "esp32")
     _chars("product_key", cfg["product_key"], "", 1, 32, "letters and digits")
     ps = cfg["product_secret"]
     if not 1 <= len(ps) <= 64 or not all(" " < c <= "~" for c in ps):

@@ -132,11 +132,12 @@ def build_raw(a, settings):
     return raw
 
 
-def validate(raw):
-    """The firmware's own check with the host's on top (tools.config_schema); ToolError naming the key."""
+def validate(raw, chip=None):
+    """The firmware's own check with the host's on top (tools.config_schema); ToolError naming the key.
+    chip: the BOARD's, whose pins led_pin must fit."""
     config, _, pkg = B.firmware_modules()
     try:
-        return config.validate(raw)
+        return config.validate(raw, chip)
     except pkg.IotError as e:
         raise B.ToolError("invalid config: %s" % e.msg) from None
 
@@ -529,7 +530,7 @@ def main(argv=None):
         a.ca_local, a.ca = a.ca, B.CA_PATH
     raw = build_raw(a, settings)
     names = read_names(a.names) if a.names else None
-    validate(raw)  # fail before touching any board
+    validate(raw, settings["chip"])  # fail before touching any board
     if a.batch:
         check_output_file(a.manifest, "manifest")
     if a.batch and raw.get("device_name"):

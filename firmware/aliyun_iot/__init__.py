@@ -80,9 +80,15 @@ def _stage(name, fn, drop, *args):
 
 def recover(e):
     """Report exception e and reset the board when a retry can help (docs/life-after-online.md)."""
-    from aliyun_iot import fatal
+    try:
+        from aliyun_iot import fatal
 
-    fatal.recover(e)
+        fatal.recover(e)
+    except Exception:  # fatal itself failed (out of memory loading it): reset all the same, not the REPL
+        pass
+    import machine
+
+    machine.reset()
 
 
 def forget(*names):

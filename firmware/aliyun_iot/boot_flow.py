@@ -79,14 +79,25 @@ def wifi_up(cfg):
         return
     wlan.connect(cfg["wifi_ssid"], cfg["wifi_password"])
     limit = cfg["timeout"] * 2000
-    t0 = time.ticks_ms()
+    noap = getattr(network, "STAT_NO_AP_FOUND", -1)
+    auth = getattr(network, "STAT_WRONG_PASSWORD", -1)
+    # The port retries by itself after connect() and status() keeps the last failed attempt's reason
+    # while the next one runs (ports/esp32/network_wlan.c): a 201 or 202 is final only once it has
+    # stayed for half the deadline (several attempts of 1-3 s), or is still there at the deadline.
+    t0 = since = time.ticks_ms()
+    last = None
     while not wlan.isconnected():
         st = wlan.status()
-        if st == getattr(network, "STAT_WRONG_PASSWORD", -1):
-            raise IotError("Wi-Fi %r refused the password" % cfg["wifi_ssid"], "wifi_auth")
-        if st == getattr(network, "STAT_NO_AP_FOUND", -1):
+        now = time.ticks_ms()
+        if st != last:
+            last, since = st, now
+        over = time.ticks_diff(now, t0) > limit
+        if st in (noap, auth) and (over or time.ticks_diff(now, since) >= limit // 2):
+            wlan.disconnect()
+            if st == auth:
+                raise IotError("Wi-Fi %r refused the password" % cfg["wifi_ssid"], "wifi_auth")
             raise IotError("Wi-Fi network %r not found" % cfg["wifi_ssid"], "wifi_noap", True)
-        if time.ticks_diff(time.ticks_ms(), t0) > limit:
+        if over:
             wlan.disconnect()
             raise IotError("Wi-Fi %r not joined within %d ms" % (cfg["wifi_ssid"], limit), "wifi_timeout",
                            True)

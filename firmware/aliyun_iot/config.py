@@ -50,10 +50,28 @@ RANGES = {
 CHOICES = {"mode": ("register", "regnwl", "https"), "sign_method": ("hmacsha256", "hmacsha1", "hmacmd5")}
 _TYPES = {"s": "str", "i": "int", "b": "bool"}
 _DN_CHARS = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_@.:"
+# The GPIOs that can drive an LED, as (first, last) byte pairs, on every build of the chip's generic firmware
+# (ports/esp32/machine_pin.h and machine_pin.c, v1.23.0 to v1.28.0): esp32: 34-39 are inputs only, 6-8, 11,
+# 16, 17 hold the flash or SPIRAM (docs/esp32/quickref.rst), 24, 28-31 do not exist; esp32s3: 22-32 do not
+# exist, 33-37 hold the octal SPIRAM; esp32c3: 14-19 do not exist or are the USB serial JTAG.
+# One bytes object, "<chip>:" then its pairs, so that it costs no qstr (bytes constants are not interned).
+_LED_PINS = (b";esp32:\x00\x05\x09\x0a\x0c\x0f\x12\x17\x19\x1b\x20\x21;esp32s3:\x00\x15\x26\x30"
+             b";esp32c3:\x00\x0d\x14\x15;")
 
 
-def validate(raw):
-    """A new dict of raw with defaults filled; ConfigError names the key and what is allowed."""
+def chip():
+    """The board's chip (esp32, esp32s3, esp32c3): the last word of os.uname().machine, "<board> with <MCU>"
+    (extmod/modos.c); on the host (whose os, unlike a board's, has getenv) VBOARD_CHIP, default esp32."""
+    import os
+
+    if hasattr(os, "getenv"):  # the host
+        return os.getenv("VBOARD_CHIP") or "esp32"
+    return os.uname()[4].split()[-1].lower()
+
+
+def validate(raw, on=None):
+    """A new dict of raw with defaults filled; ConfigError names the key and what is allowed. on: the chip
+    (esp32, esp32s3, esp32c3) whose pins led_pin must fit; None: this board's."""
     if not isinstance(raw, dict):
         raise IotError("config must be a JSON object", "config")
     for k in raw:
@@ -89,6 +107,15 @@ def validate(raw):
     for k in ("product_key", "product_secret"):
         if not cfg[k]:
             raise IotError(k + " must not be empty", "config")
+    p = cfg["led_pin"]
+    if p is not None:
+        on = on or chip()
+        i = _LED_PINS.find(b";" + on.encode() + b":")
+        t = _LED_PINS[i + len(on) + 2:_LED_PINS.find(b";", i + 1)] if i >= 0 else b""
+        r = range(0, len(t), 2)  # another chip: not checked here
+        if t and not any(t[i] <= p <= t[i + 1] for i in r):
+            raise IotError("led_pin %d is not an output of the %s: use %s" % (
+                p, on, ", ".join("%d-%d" % (t[i], t[i + 1]) for i in r)), "config")
     dn = cfg["device_name"]
     if dn is not None and not valid_device_name(dn):
         raise IotError("device_name must be 4 to 32 characters of letters, digits and -_@.:", "config")

@@ -57,34 +57,48 @@ def recover(e):
 
     Out of memory: reset in 1 s. Retryable (the network): in 30 to 60 s. Not retryable (a refusal, a
     config or storage problem): after the long cap (refused_cap_s, default 1 h), so that a device fixed
-    in the console comes back by itself."""
-    fail(e)
-    cfg = {"led_pin": None, "refused_cap_s": 3600}
+    in the console comes back by itself. Whatever raises on the way (the report, the config, the LED's
+    Pin, out of memory) only cuts that step short: the reset comes anyway. Only Ctrl-C (someone at the
+    console, mpremote) gets the REPL, as before."""
     try:
-        from aliyun_iot import config
+        try:
+            fail(e)
+        except Exception:  # a report that cannot be printed must not stop the reset
+            pass
+        cfg = {"led_pin": None, "refused_cap_s": 3600}
+        try:
+            from aliyun_iot import config
 
-        cfg = config.load()
-    except Exception:  # a broken config is reported already; the defaults will do
+            cfg = config.load()
+        except Exception:  # a broken config is reported already; the defaults will do
+            pass
+        if isinstance(e, MemoryError):
+            d = 1000
+        elif isinstance(e, IotError) and not e.retry:
+            d = backoff_ms(16, 1000, cfg["refused_cap_s"] * 1000)
+        else:
+            d = backoff_ms(6)
+        try:
+            log("restarting in %d s" % (d // 1000))
+        except Exception:  # as above
+            pass
+        led = None
+        if cfg["led_pin"] is not None:
+            try:
+                import machine
+
+                led = machine.Pin(cfg["led_pin"], machine.Pin.OUT)
+            except Exception:  # ValueError: a pin this chip cannot drive; the pattern goes without it
+                pass
+        t0 = time.ticks_ms()
+        while time.ticks_diff(time.ticks_ms(), t0) < d:  # the fatal pattern lasts until the reset
+            for v in (1, 0, 1, 0, 1, 0):
+                if led:
+                    led.value(v)
+                sleep_ms(100)
+            sleep_ms(500)
+    except Exception:  # an LED write, the wait, out of memory: straight to the reset
         pass
-    if isinstance(e, MemoryError):
-        d = 1000
-    elif isinstance(e, IotError) and not e.retry:
-        d = backoff_ms(16, 1000, cfg["refused_cap_s"] * 1000)
-    else:
-        d = backoff_ms(6)
-    log("restarting in %d s" % (d // 1000))
-    led = None
-    if cfg["led_pin"] is not None:
-        import machine
-
-        led = machine.Pin(cfg["led_pin"], machine.Pin.OUT)
-    t0 = time.ticks_ms()
-    while time.ticks_diff(time.ticks_ms(), t0) < d:  # the fatal pattern lasts until the reset
-        for v in (1, 0, 1, 0, 1, 0):
-            if led:
-                led.value(v)
-            sleep_ms(100)
-        sleep_ms(500)
     import machine
 
     machine.reset()

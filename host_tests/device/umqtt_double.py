@@ -11,6 +11,7 @@ from umqtt.simple import MQTTClient, MQTTException
 P = devkit.load_json(devkit.arg(1))
 API = P["api"]
 HOST = P["host"]
+NEW = API not in ("1.3.4", "1.4.0")  # 1.6.0 and later: connect(timeout=), ssl_params
 
 
 def read(path):
@@ -102,7 +103,7 @@ real_socket = simple.socket
 simple.socket = rec
 try:
     c = MQTTClient("c", "h.example", 1234)
-    if API == "1.6":
+    if NEW:
         devkit.raises("connect error propagates", OSError, c.connect, timeout=3)
         want = ["socket", "settimeout 3", "getaddrinfo", "connect h.example:1234"]
     else:
@@ -117,7 +118,7 @@ finally:
 got = []
 c = MQTTClient(cid("rt"), HOST, P["tcp_port"], keepalive=60)
 c.set_callback(lambda t, m: got.append((t, m)))
-if API == "1.6":
+if NEW:
     devkit.equal("connect", c.connect(timeout=5), 0)
 else:
     devkit.equal("connect", c.connect(), 0)
@@ -130,6 +131,16 @@ devkit.ok("publish qos1 acked")
 pump(c, got, 2)
 devkit.equal("round trip", sorted(got), [(topic.encode(), b"one"), (topic.encode(), b"zero")])
 devkit.equal("check_msg idle", c.check_msg(), None)
+if API in ("1.7.0", "1.8.0"):
+    c.unsubscribe(topic)
+    c.publish(topic, b"gone", qos=1)
+    t0 = time.ticks_ms()
+    while time.ticks_diff(time.ticks_ms(), t0) < 300:
+        c.check_msg()
+        time.sleep_ms(5)
+    devkit.equal("unsubscribe", len(got), 2)
+else:
+    devkit.check("no unsubscribe", not hasattr(c, "unsubscribe"), API)
 c.ping()
 t0 = time.ticks_ms()
 r = 1
@@ -198,3 +209,86 @@ c = raw("quiet")
 devkit.equal("quiet connect", c.connect(), 0)
 devkit.equal("check_msg nothing waiting", c.check_msg(), None)
 close(c)
+
+
+# ---------------------------------------------------------------- lengths: len() of the object given
+class _Wire:
+    """Records what the client writes (a str as its UTF-8, as py/stream.c does) and answers reads."""
+
+    def __init__(self, answer=b""):
+        self.out = bytearray()
+        self.answer = answer
+        self.closed = False
+
+    def write(self, buf, n=None):
+        b = buf.encode() if isinstance(buf, str) else bytes(buf)
+        if n is not None:
+            b = b[:n]
+        self.out.extend(b)
+        return len(b)
+
+    def read(self, n):
+        a = self.answer[:n]
+        self.answer = self.answer[n:]
+        return a
+
+    def setblocking(self, flag):
+        pass
+
+    def settimeout(self, t):
+        pass
+
+    def connect(self, addr):
+        pass
+
+    def close(self):
+        self.closed = True
+
+
+class _WireModule:
+    def __init__(self):
+        self.made = []
+
+    def socket(self, *args):
+        self.made.append(_Wire(b"\x20\x02\x00\x00"))
+        return self.made[-1]
+
+    def getaddrinfo(self, host, port):
+        return [(2, 1, 6, "", (host, port))]
+
+
+TOPIC = "t/\u6e29"  # 3 characters, 5 bytes in UTF-8
+TEXT = '{"name": "\u6e29\u5ea6\u4f20\u611f\u5668"}'  # {"name": "温度传感器"}: 17 characters, 27 bytes
+c = MQTTClient("c", HOST)
+c.sock = _Wire()
+c.publish(TOPIC, TEXT)
+out = c.sock.out
+devkit.equal("publish str counted in characters", out[1], 2 + len(TOPIC) + len(TEXT))
+devkit.equal("publish str written as UTF-8", len(out) - 2, 2 + len(TOPIC.encode()) + len(TEXT.encode()))
+devkit.equal("topic length in characters", out[2:4], b"\x00\x03")
+c.sock = _Wire()
+c.publish(TOPIC.encode(), TEXT.encode())
+out = c.sock.out
+devkit.equal("publish bytes consistent", out[1], len(out) - 2)
+
+wm = _WireModule()
+simple.socket = wm
+try:
+    c = MQTTClient("\u8bbe\u5907", HOST, user="u", password="p")  # client id "设备": 2 characters, 6 bytes
+    old = _Wire()
+    c.sock = old
+    devkit.equal("connect via wire", c.connect(), 0)
+    out = wm.made[-1].out
+    devkit.check("client id length in characters", b"\x00\x02\xe8\xae\xbe" in out, repr(bytes(out)))
+    devkit.equal("connect length in characters", out[1], 10 + 2 + 2 + 2 + 1 + 2 + 1)
+    devkit.equal("old socket closed on connect", old.closed, API == "1.8.0")
+finally:
+    simple.socket = real_socket
+
+# packet ids are not wrapped: past 65535 the id on the wire (low 16 bits) never matches
+c = MQTTClient("c", HOST)
+c.pid = 65535
+c.sock = _Wire(b"\x40\x02\x00\x00")  # the PUBACK for the id actually sent (0)
+e = devkit.raises("qos1 past 65535 never acked", OSError, c.publish, b"t", b"m", qos=1)
+if e is not None:
+    devkit.equal("qos1 past 65535 ran into end of stream", e.args[0], -1)

@@ -2,6 +2,8 @@
 # virtual board use. Runs on CPython and on the MicroPython unix port.
 #   VBOARD_MAC   base MAC "aa:bb:cc:dd:ee:ff" returned by unique_id()
 #   VBOARD_LED   path of a file that records every LED pin write ("<pin> <0|1>")
+#   VBOARD_CHIP  esp32 (default), esp32s3 or esp32c3: Pin's GPIO table and messages (see Pin)
+#   VBOARD_SPIRAM  "1": the esp32 SPIRAM build, without GPIO 16-17
 import os
 import sys
 
@@ -78,17 +80,59 @@ def idle():
     pass
 
 
+# Each chip's GPIO table as the generic firmware builds it: ports/esp32/machine_pin.h (the same
+# tables at v1.23.0 .. v1.28.0), (first, last) ranges of the pins that exist:
+# - esp32 (ESP32_GENERIC, no SPIRAM): 0-23 but 16-17 only without SPIRAM, 25-27, 32-39;
+#   GPIO_FIRST_NON_OUTPUT is 34 (machine_pin.c): 34-39 are inputs only;
+# - esp32s3 (ESP32_GENERIC_S3: sdkconfig.spiram_sx sets CONFIG_SPIRAM, so no 26; CONFIG_USB_CDC_ENABLED
+#   is never set, so 19-20 exist; MICROPY_HW_ESP32S3_EXTENDED_IO defaults to 1): 0-21, 33-48;
+# - esp32c3 (ESP32_GENERIC_C3, sdkconfig.c3usb: the USB serial JTAG holds 18-19): 0-13, 20-21.
+# VBOARD_CHIP picks the chip (default esp32); VBOARD_SPIRAM=1 drops esp32's 16-17 (the SPIRAM build).
+_PINS = {
+    "esp32": ((0, 23), (25, 27), (32, 39)),
+    "esp32s3": ((0, 21), (33, 48)),
+    "esp32c3": ((0, 13), (20, 21)),
+}
+_FIRST_NON_OUTPUT = {"esp32": 34}  # machine_pin.c@v1.28.0: ESP32 (and S2, P4); none on S3, C3
+
+
+def _chip():
+    c = _env("VBOARD_CHIP", "esp32")
+    if c not in _PINS:
+        raise ValueError("VBOARD_CHIP must be one of esp32, esp32s3, esp32c3")
+    return c
+
+
+def _exists(chip, n):
+    if chip == "esp32" and n in (16, 17) and _env("VBOARD_SPIRAM") == "1":
+        return False
+    for lo, hi in _PINS[chip]:
+        if lo <= n <= hi:
+            return True
+    return False
+
+
 class Pin:
+    # modmachine/machine_pin.c: IN = GPIO_MODE_INPUT, OUT = GPIO_MODE_INPUT_OUTPUT,
+    # OPEN_DRAIN = GPIO_MODE_INPUT_OUTPUT_OD; bit 1 (GPIO_MODE_DEF_OUTPUT) is "drives the pin"
     IN = 1
     OUT = 3
-    PULL_UP = 1
-    PULL_DOWN = 2
+    OPEN_DRAIN = 7
+    PULL_UP = 2
+    PULL_DOWN = 1
 
-    def __init__(self, pin, mode=-1, pull=-1, value=None):
+    def __init__(self, pin, mode=None, pull=None, value=None):
+        chip = _chip()
+        # machine_pin_find: an int outside the table (or any other object) is "invalid pin"
+        if isinstance(pin, bool) or not isinstance(pin, int) or not _exists(chip, pin):
+            raise ValueError("invalid pin")
         self.pin = pin
         self._v = 0
         if value is not None:
             self.value(value)
+        first = _FIRST_NON_OUTPUT.get(chip)
+        if mode is not None and first is not None and pin >= first and mode & 2:
+            raise ValueError("pin can only be input")
 
     def _record(self):
         path = _env("VBOARD_LED")

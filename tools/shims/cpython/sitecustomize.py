@@ -37,6 +37,10 @@
 #   TLS objects (a TLS object is readable when it holds decrypted bytes, as
 #   mbedtls_ssl_check_pending makes it on a board) and return (obj, event) pairs.
 # - sys.print_exception(e[, file]).
+# - json.dumps/json.dump write non-ASCII characters raw (as UTF-8 once encoded), as
+#   MicroPython's do (py/objstr.c@v1.28.0 mp_str_print_json copies every byte >= 32
+#   unchanged), where CPython's default escapes them (\uXXXX): a str with Chinese text
+#   has more UTF-8 bytes than characters on both runtimes.
 # - sys.path: site-packages entries are removed (a board has no host packages).
 # Nothing else is touched: the stdlib's own `ssl`/`socket` objects stay intact
 # for whatever already imported them.
@@ -576,9 +580,24 @@ def _make_ssl_module(name, with_wrap_socket):
     return mod
 
 
+def _install_json():
+    import json
+
+    dumps, dump = json.dumps, json.dump
+
+    def _dumps(obj, *args, ensure_ascii=False, **kw):
+        return dumps(obj, *args, ensure_ascii=ensure_ascii, **kw)
+
+    def _dump(obj, fp, *args, ensure_ascii=False, **kw):
+        return dump(obj, fp, *args, ensure_ascii=ensure_ascii, **kw)
+
+    json.dumps, json.dump = _dumps, _dump
+
+
 def _install():
     if _sys.implementation.name != "cpython":
         return
+    _install_json()
     _install_time()
     _sys.modules["socket"] = _make_socket_module()
     _sys.modules["ssl"] = _make_ssl_module("ssl", True)

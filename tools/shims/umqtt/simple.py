@@ -1,24 +1,36 @@
-# umqtt.simple test double: a small MQTT 3.1.1 client with the public API of
-# micropython-lib's umqtt.simple, written for the host tests (not copied).
+# umqtt.simple test double: an MQTT 3.1.1 client with the public API of
+# micropython-lib's umqtt.simple, written for the host tests from upstream's
+# source (micropython-lib, micropython/umqtt.simple/umqtt/simple.py), not copied.
 # It runs unchanged on the MicroPython unix port and on CPython (with the
 # CPython shims), and speaks real MQTT to a real broker.
 #
-# UMQTT_API picks the generation frozen into the ESP32 firmware under test; each
-# generation's exact signatures are enforced (a keyword it lacks is a TypeError):
-#   "1.3.4" (MicroPython 1.21-1.22): MQTTClient(..., ssl=False, ssl_params={}),
-#           connect(clean_session=True); TLS via module-level
+# UMQTT_API picks the generation frozen into the ESP32 firmware under test
+# (manifest.py version at the commit cited); each generation's exact signatures
+# are enforced (a keyword it lacks is a TypeError):
+#   "1.3.4" (803452a1; MicroPython 1.21-1.22): MQTTClient(..., ssl=False,
+#           ssl_params={}), connect(clean_session=True); TLS via the module-level
 #           ssl.wrap_socket(sock, **ssl_params).
-#   "1.4.0" (1.23-1.24): MQTTClient(..., ssl=None), ssl is an SSLContext;
-#           connect(clean_session=True); TLS via
+#   "1.4.0" (35d41dbb; 1.23-1.24): MQTTClient(..., ssl=None), ssl is an
+#           SSLContext; connect(clean_session=True); TLS via
 #           ssl.wrap_socket(sock, server_hostname=server) on that context.
-#   "1.6"   (default, 1.25+): MQTTClient(..., ssl=None, ssl_params={}),
+#   "1.6.0" (98d0a2b6; 1.25-1.26): MQTTClient(..., ssl=None, ssl_params={}),
 #           connect(clean_session=True, timeout=None); ssl=True -> the legacy
 #           module-level call, any other true value -> the context's method.
+#           "1.6" is accepted as its old name.
+#   "1.7.0" (0d838c3a; 1.27-1.28, the default): 1.6.0 plus unsubscribe().
+#   "1.8.0" (5e49b1bd; later): connect() first closes a socket it still holds
+#           (5ba4b3b3), SUBSCRIBE/UNSUBSCRIBE lengths as a variable byte integer.
 # Upstream behaviour kept on purpose, because the firmware must survive it:
+# - every length is len() of the object given, and the object itself is then
+#   written: a str is counted in characters and written as its UTF-8 bytes
+#   (py/stream.c takes a str's buffer), so a non-ASCII str corrupts the stream;
+# - packet ids grow without bound; struct.pack_into writes their low 16 bits
+#   (MicroPython's py/binary.c does not range-check) while the PUBACK/SUBACK
+#   check compares the whole number;
 # - the socket is made inside connect() from the module-global `socket` (tests
 #   may substitute it) and is left open on any failure: the caller closes
 #   client.sock;
-# - 1.6 connect() calls sock.settimeout(timeout) right after creating it, and
+# - 1.6.0+ connect() calls sock.settimeout(timeout) right after creating it, and
 #   None means block forever;
 # - the CONNACK is read with sock.read(4): a short read raises IndexError, a
 #   non-CONNACK AssertionError, a refusal MQTTException(rc);
@@ -31,7 +43,7 @@ import os
 import socket
 import struct
 
-API_VERSIONS = ("1.3.4", "1.4.0", "1.6")
+API_VERSIONS = ("1.3.4", "1.4.0", "1.6.0", "1.7.0", "1.8.0")
 
 
 def _api():
@@ -40,9 +52,11 @@ def _api():
     except AttributeError:  # a board's os has no getenv
         v = None
     if not v:
-        return "1.6"
+        return "1.7.0"
+    if v == "1.6":  # its name before the double knew 1.7.0 and 1.8.0
+        v = "1.6.0"
     if v not in API_VERSIONS:
-        raise ImportError("UMQTT_API must be one of 1.3.4, 1.4.0, 1.6")
+        raise ImportError("UMQTT_API must be one of 1.3.4, 1.4.0, 1.6.0, 1.7.0, 1.8.0")
     return v
 
 
@@ -53,26 +67,23 @@ class MQTTException(Exception):
     pass
 
 
-def _b(s):
-    # str and bytes are both accepted where upstream takes them
-    return s.encode() if isinstance(s, str) else bytes(s)
+def _check(b):
+    # upstream's bare `assert`: AssertionError() (frozen modules keep their asserts)
+    if not b:
+        raise AssertionError()
 
 
-def _field(s):
-    s = _b(s)
-    return struct.pack("!H", len(s)) + s
-
-
-def _remaining_length(n):
-    out = bytearray()
-    while True:
-        d = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(d | 0x80)
-        else:
-            out.append(d)
-            return out
+def _remaining_length(pkt, sz):
+    # Remaining Length into pkt[1:] as a variable byte integer; returns the
+    # index of its last byte (umqtt/simple.py@0d838c3a inline loop, @5e49b1bd
+    # _encode_len).
+    i = 1
+    while sz > 0x7F:
+        pkt[i] = (sz & 0x7F) | 0x80
+        sz >>= 7
+        i += 1
+    pkt[i] = sz
+    return i
 
 
 class MQTTClient:
@@ -111,7 +122,8 @@ class MQTTClient:
             self._setup(client_id, server, port, user, password, keepalive, ssl, ssl_params)
 
         def connect(self, clean_session=True):
-            self._open(False, None)
+            # umqtt/simple.py@803452a1 (1.3.4): ussl.wrap_socket(sock, **ssl_params)
+            self._open(None)
             if self.ssl:
                 self._legacy_wrap()
             return self._handshake(clean_session)
@@ -122,7 +134,8 @@ class MQTTClient:
             self._setup(client_id, server, port, user, password, keepalive, ssl, None)
 
         def connect(self, clean_session=True):
-            self._open(False, None)
+            # umqtt/simple.py@35d41dbb (1.4.0): ssl is a context; ssl=True has no wrap_socket
+            self._open(None)
             if self.ssl:
                 self.sock = self.ssl.wrap_socket(self.sock, server_hostname=self.server)
             return self._handshake(clean_session)
@@ -143,14 +156,19 @@ class MQTTClient:
             self._setup(client_id, server, port, user, password, keepalive, ssl, ssl_params)
 
         def connect(self, clean_session=True, timeout=None):
-            self._open(True, timeout)
+            # umqtt/simple.py@5ba4b3b3 (1.7.1, so 1.8.0): a socket still held is closed first
+            if API == "1.8.0" and self.sock:
+                self.sock.close()
+            # umqtt/simple.py@98d0a2b6 (1.6.0): settimeout(timeout) on the new socket; ssl=True is
+            # the legacy module-level call with ssl_params, another true value a context
+            self._open(timeout, True)
             if self.ssl is True:
                 self._legacy_wrap()
             elif self.ssl:
                 self.sock = self.ssl.wrap_socket(self.sock, server_hostname=self.server)
             return self._handshake(clean_session)
 
-    def _open(self, set_timeout, timeout):
+    def _open(self, timeout, set_timeout=False):
         self.sock = socket.socket()
         if set_timeout:
             self.sock.settimeout(timeout)
@@ -158,30 +176,48 @@ class MQTTClient:
         self.sock.connect(addr)
 
     def _legacy_wrap(self):
-        import ssl
+        import ssl  # 1.3.4 imports ussl: the same module on MicroPython 1.21+
 
         self.sock = ssl.wrap_socket(self.sock, **self.ssl_params)
 
+    def _field(self, s):
+        # umqtt/simple.py (every version): the length is len(s) on the object given, then s
+        # itself is written; a str's UTF-8 bytes outnumber its characters when non-ASCII.
+        self.sock.write(struct.pack("!H", len(s)))
+        self.sock.write(s)
+
     def _handshake(self, clean_session):
-        flags = 0x02 if clean_session else 0
-        payload = _field(self.client_id)
-        if self.lw_topic:
-            flags |= 0x04 | (self.lw_qos & 0x3) << 3 | (0x20 if self.lw_retain else 0)
-            payload += _field(self.lw_topic) + _field(self.lw_msg)
+        # umqtt/simple.py@803452a1..5e49b1bd connect(): the fixed header and the first byte
+        # of the protocol name's length go out together (write(premsg, i + 2)); the Remaining
+        # Length counts 10 header bytes plus len() of each string.
+        premsg = bytearray(b"\x10\0\0\0\0\0")
+        msg = bytearray(b"\x04MQTT\x04\x02\0\0")
+        sz = 10 + 2 + len(self.client_id)
+        msg[6] = clean_session << 1
         if self.user:
-            # upstream sends both flags whenever user is set
-            flags |= 0xC0
-            payload += _field(self.user) + _field(self.pswd)
-        if not 0 <= self.keepalive < 65536:
-            raise AssertionError("keepalive out of range")
-        body = b"\x00\x04MQTT\x04" + bytes((flags,)) + struct.pack("!H", self.keepalive) + payload
-        head = bytearray(b"\x10") + _remaining_length(len(body))
-        head.extend(b"\0\0\0")  # padding that write(buf, n) must not send
-        self.sock.write(head, len(head) - 3)
-        self.sock.write(body)
+            # upstream sends both flags and both strings whenever user is set
+            sz += 2 + len(self.user) + 2 + len(self.pswd)
+            msg[6] |= 0xC0
+        if self.keepalive:
+            _check(self.keepalive < 65536)
+            msg[7] |= self.keepalive >> 8
+            msg[8] |= self.keepalive & 0xFF
+        if self.lw_topic:
+            sz += 2 + len(self.lw_topic) + 2 + len(self.lw_msg)
+            msg[6] |= 0x4 | (self.lw_qos & 0x1) << 3 | (self.lw_qos & 0x2) << 3
+            msg[6] |= self.lw_retain << 5
+        i = _remaining_length(premsg, sz)
+        self.sock.write(premsg, i + 2)
+        self.sock.write(msg)
+        self._field(self.client_id)
+        if self.lw_topic:
+            self._field(self.lw_topic)
+            self._field(self.lw_msg)
+        if self.user:
+            self._field(self.user)
+            self._field(self.pswd)
         resp = self.sock.read(4)
-        if resp[0] != 0x20 or resp[1] != 0x02:
-            raise AssertionError("not a CONNACK")
+        _check(resp[0] == 0x20 and resp[1] == 0x02)
         if resp[3] != 0:
             raise MQTTException(resp[3])
         return resp[2] & 1
@@ -190,8 +226,8 @@ class MQTTClient:
         self.cb = f
 
     def set_last_will(self, topic, msg, retain=False, qos=0):
-        if not 0 <= qos <= 2 or not topic:
-            raise AssertionError("bad last will")
+        _check(0 <= qos <= 2)
+        _check(topic)
         self.lw_topic = topic
         self.lw_msg = msg
         self.lw_qos = qos
@@ -205,53 +241,85 @@ class MQTTClient:
         self.sock.write(b"\xc0\0")
 
     def publish(self, topic, msg, retain=False, qos=0):
-        if qos == 2:
-            raise AssertionError("qos 2 is not supported")
-        topic = _b(topic)
-        msg = _b(msg)
-        size = 2 + len(topic) + len(msg) + (2 if qos else 0)
-        if size >= 2097152:
-            raise AssertionError("message too long")
-        head = bytearray((0x30 | qos << 1 | (1 if retain else 0),)) + _remaining_length(size)
-        self.sock.write(head)
-        self.sock.write(_field(topic))
-        if qos:
+        # umqtt/simple.py (every version) publish(): Remaining Length = 2 + len(topic) + len(msg)
+        # (+2 for a packet id) on the objects given, then topic and msg are written as they are.
+        pkt = bytearray(b"\x30\0\0\0")
+        pkt[0] |= qos << 1 | retain
+        sz = 2 + len(topic) + len(msg)
+        if qos > 0:
+            sz += 2
+        _check(sz < 2097152)
+        i = _remaining_length(pkt, sz)
+        self.sock.write(pkt, i + 1)
+        self._field(topic)
+        if qos > 0:
             self.pid += 1
             pid = self.pid
-            self.sock.write(struct.pack("!H", pid))
+            struct.pack_into("!H", pkt, 0, pid & 0xFFFF)  # MicroPython packs the low 16 bits
+            self.sock.write(pkt, 2)
         self.sock.write(msg)
         if qos == 1:
-            while True:
+            while 1:
                 op = self.wait_msg()
                 if op == 0x40:
-                    if self.sock.read(1) != b"\x02":
-                        raise AssertionError("bad PUBACK")
+                    _check(self.sock.read(1) == b"\x02")
                     got = self.sock.read(2)
-                    if got[0] << 8 | got[1] == pid:
+                    if pid == got[0] << 8 | got[1]:
                         return
+        elif qos == 2:
+            _check(False)  # upstream: `assert 0`, after the packet is sent
+
+    def _sub(self, op, topic, qos, n):
+        # SUBSCRIBE (op 0x82, SUBACK of n = 4 bytes) or UNSUBSCRIBE (0xA2, UNSUBACK of 3), then wait for
+        # its ack, reading and answering whatever comes first (wait_msg()).
+        self.pid += 1
+        pid = self.pid
+        if API == "1.8.0":
+            # umqtt/simple.py@5e49b1bd (1.8.0; e178efef, f20a86ad): _send_subunsub(), the Remaining
+            # Length as a variable byte integer, 4 + len(topic) (+1 for a SUBSCRIBE's QoS byte)
+            pkt = bytearray(4)
+            pkt[0] = op
+            i = _remaining_length(pkt, 4 + len(topic) + (n > 3))
+            self.sock.write(pkt, i + 1)
+            struct.pack_into("!H", pkt, 0, pid & 0xFFFF)
+            self.sock.write(pkt, 2)
+        else:
+            # umqtt/simple.py@803452a1..0d838c3a: struct.pack_into("!BH", pkt, 1, len, pid): the
+            # Remaining Length is ONE byte (a topic over 250 bytes wraps it: py/binary.c does not
+            # range-check) and the packet id its low 16 bits
+            pkt = bytearray(4)
+            pkt[0] = op
+            pkt[1] = (2 + 2 + len(topic) + (n > 3)) & 0xFF
+            pkt[2] = (pid >> 8) & 0xFF
+            pkt[3] = pid & 0xFF
+            self.sock.write(pkt)
+        self._field(topic)
+        if n > 3:
+            self.sock.write(qos.to_bytes(1, "little"))
+        while 1:
+            if self.wait_msg() == op + 0x0E:  # SUBACK 0x90, UNSUBACK 0xB0
+                resp = self.sock.read(n)
+                # 1.8.0 compares the whole id, older ones the two bytes sent
+                _check((resp[1] << 8 | resp[2]) == (pid if API == "1.8.0" else pid & 0xFFFF))
+                if n > 3 and resp[3] == 0x80:
+                    raise MQTTException(resp[3])
+                return
 
     def subscribe(self, topic, qos=0):
         if self.cb is None:
             raise AssertionError("Subscribe callback is not set")
-        topic = _b(topic)
-        self.pid += 1
-        pid = self.pid
-        body = struct.pack("!H", pid) + _field(topic) + bytes((qos,))
-        self.sock.write(bytearray(b"\x82") + _remaining_length(len(body)) + body)
-        while True:
-            op = self.wait_msg()
-            if op == 0x90:
-                resp = self.sock.read(4)
-                if resp[1] << 8 | resp[2] != pid:
-                    raise AssertionError("SUBACK for another packet id")
-                if resp[3] == 0x80:
-                    raise MQTTException(resp[3])
-                return
+        self._sub(0x82, topic, qos, 4)
+
+    if API in ("1.7.0", "1.8.0"):
+
+        def unsubscribe(self, topic):
+            # umqtt/simple.py@0d838c3a (1.7.0): added
+            self._sub(0xA2, topic, 0, 3)
 
     def _read_len(self):
         n = 0
         shift = 0
-        while True:
+        while 1:
             b = self.sock.read(1)[0]
             n |= (b & 0x7F) << shift
             if not b & 0x80:
@@ -259,6 +327,7 @@ class MQTTClient:
             shift += 7
 
     def wait_msg(self):
+        # umqtt/simple.py (every version) wait_msg()
         res = self.sock.read(1)
         self.sock.setblocking(True)
         if res is None:
@@ -266,28 +335,29 @@ class MQTTClient:
         if res == b"":
             raise OSError(-1)
         if res == b"\xd0":  # PINGRESP
-            if self.sock.read(1)[0] != 0:
-                raise AssertionError("bad PINGRESP")
+            _check(self.sock.read(1)[0] == 0)
             return None
         op = res[0]
         if op & 0xF0 != 0x30:
             return op
-        size = self._read_len()
-        tlen = self.sock.read(2)
-        tlen = tlen[0] << 8 | tlen[1]
-        topic = self.sock.read(tlen)
-        size -= tlen + 2
+        sz = self._read_len()
+        n = self.sock.read(2)
+        n = n[0] << 8 | n[1]
+        topic = self.sock.read(n)
+        sz -= n + 2
         pid = 0
         if op & 6:
             p = self.sock.read(2)
             pid = p[0] << 8 | p[1]
-            size -= 2
-        msg = self.sock.read(size)
+            sz -= 2
+        msg = self.sock.read(sz)
         self.cb(topic, msg)
         if op & 6 == 2:
-            self.sock.write(b"\x40\x02" + struct.pack("!H", pid))
+            pkt = bytearray(b"\x40\x02\0\0")
+            pkt[2:] = struct.pack("!H", pid)
+            self.sock.write(pkt)
         elif op & 6 == 4:
-            raise AssertionError("qos 2 is not supported")
+            _check(False)
         return op
 
     def check_msg(self):
