@@ -2,9 +2,13 @@
 # boot only), post a property every minute, and apply properties the cloud
 # sets. The session reconnects by itself; whatever else goes wrong ends in a
 # report and a reset, never a parked device.
+import os
 import time
 
 from micropython import const
+
+if os.getcwd().startswith("/ota/"):  # boot.py ran this file from an update's bundle; the board's files: at /
+    os.chdir("/")
 
 import aliyun_iot
 from aliyun_iot import IotError

@@ -78,6 +78,12 @@ def _stage(name, fn, drop, *args):
         forget(name, *drop)
 
 
+def _ota(s, t=None, p=None):
+    # Session.on_up (and the callback of the OTA topics): the OTA service (ota.py) is in RAM only while it
+    # works, after a connection and for a message on its topics.
+    _stage("ota", "run", (), s, t, p, lambda t, p: _ota(s, t, p))
+
+
 def recover(e):
     """Report exception e and reset the board when a retry can help (README: Life after online)."""
     from aliyun_iot import fatal

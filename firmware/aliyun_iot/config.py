@@ -35,6 +35,8 @@ SPEC = {
     "retry_cap_s": ("i", 60),
     "refused_cap_s": ("i", 3600),
     "wdt_s": ("i", None),
+    "ota": ("b", True),
+    "ota_trial_boots": ("i", 3),
 }
 RANGES = {
     "port": (1, 65535),
@@ -46,6 +48,7 @@ RANGES = {
     "backoff_ms": (100, 600000),
     "retry_cap_s": (1, 3600),
     "refused_cap_s": (1, 86400),
+    "ota_trial_boots": (1, 20),
 }
 CHOICES = {"mode": ("register", "regnwl", "https"), "sign_method": ("hmacsha256", "hmacsha1", "hmacmd5")}
 _TYPES = {"s": "str", "i": "int", "b": "bool"}

@@ -26,6 +26,7 @@ class Session:
         # failures reported from check(); ping: when an unanswered PINGREQ went out; want: the post id
         # awaited (a str), then its reply (a dict).
         self.led = self.on_error = self.on_set = self.link = self.ping = self.want = None
+        self.on_up = None  # fn(session) after every connection, once its subscriptions are sent
         self.topic = ("/sys/%s/%s/thing/" % (cred["pk"], cred["dn"])).encode()
         # topic -> fn(topic, payload); None: the post replies, True: property sets (both in link.py)
         self.subs = {self.topic + b"event/property/post_reply": None}
@@ -93,6 +94,16 @@ class Session:
                         self.link.sub(self, t)
                 except IotError as e:
                     self._lost(e)
+                if self.on_up is not None and self.link is not None:
+                    try:
+                        self.on_up(self)
+                    except MemoryError:
+                        raise
+                    except Exception as e:  # reported, never the end of the session
+                        from aliyun_iot import events
+
+                        events.report(self, e)
+                        forget("events")
         return 0
 
     # ---- the application's side

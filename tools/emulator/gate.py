@@ -112,6 +112,9 @@ class Gate:
 
     # ---- hooks for the broker plugins ----
 
+    def live_keys(self):
+        return set(self._live)
+
     def is_admitted(self, host, port):
         return (host, port) in self._admitted
 
@@ -123,6 +126,11 @@ class Gate:
             body = json.loads(data)
         except ValueError:
             body = None
+        if topic.startswith("/ota/device/") or topic.endswith("/thing/ota/firmware/get"):
+            reply = self.app.ota.on_publish(conn.pk, conn.dn, topic, body)
+            if reply:
+                await self.app.broker.internal_message_broadcast(reply[0], reply[1], 0)
+            return
         if topic == PROPERTY_SET % (conn.pk, conn.dn) + "_reply":
             self._record_set_reply(conn, body)
             return
