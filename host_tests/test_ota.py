@@ -38,7 +38,7 @@ def _bundle(tmp_path, version, main=None):
 
 def _board(emu, flash, dn, runtime):
     emu.add_device(PK, dn)
-    board_flash(emu, flash, product_key=PK, product_secret=PS, device_name=dn, backoff_ms=200)
+    board_flash(emu, flash, product_key=PK, product_secret=PS, device_name=dn, backoff_ms=200, ota=True)
     (flash / "boot.py").write_bytes((REPO / "firmware" / "boot.py").read_bytes())
 
 
@@ -135,3 +135,21 @@ def test_ota_package_names_only_the_application(tmp_path):
     with pytest.raises(ValueError, match="never part"):
         ota_package.build("1.0", [("config.json", b"{}")])
     assert re.match(rb"ALYB1\n", data)
+
+
+def test_push_parsing_tolerant_and_refusals(runtime):
+    oks = assert_device_ok(run_script(runtime, device_script("ota_parse.py"), timeout=60))
+    assert len(oks) == 17
+    assert all(n.startswith(("md5", "sha", "old", "with", "module", "refuse")) for n in oks)
+
+
+def test_power_cut_at_every_write_of_an_update_boots_a_whole_bundle(runtime, flash, record_property):
+    r = run_script(runtime, device_script("ota_powercut.py"), cwd=flash, timeout=280,
+                   args=(str(REPO / "firmware" / "boot.py"),))
+    oks = set(assert_device_ok(r))  # CPython: SKIP (no vfs.VfsLfs2)
+    cuts = re.findall(r"^CUTS (\w+) (\w+) checked=(\d+) ops=(\d+)$", r.stdout, re.M)
+    assert {(s, m) for s, m, _, _ in cuts} == {(s, m) for s in ("first", "second", "rollback")
+                                               for m in ("clean", "torn")}, r.stdout
+    for s, m, checked, ops in cuts:
+        assert int(checked) == int(ops) > 0 and "%s %s" % (s, m) in oks
+    record_property("measure", "OTA power-cut points: " + ", ".join("%s/%s=%s" % c[:3] for c in cuts))

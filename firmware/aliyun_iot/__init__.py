@@ -57,6 +57,7 @@ def connect(cfg_path="config.json", cred_path="aliyun_iot.cred"):
     on the first boot only), the MQTT connection and an "online" post. Raises IotError when it cannot;
     a refused or failed connection is retried on the session's policy (README: Life after online)."""
     s = _stage("start", "run", (), cfg_path, cred_path)  # start.py: not in RAM once connecting
+    up, s.on_up = s.on_up, None  # the first connection's on_up waits for the online post (the tightest heap)
     while not s.online:
         s.check(1000)
     state("connected")
@@ -65,6 +66,12 @@ def connect(cfg_path="config.json", cred_path="aliyun_iot.cred"):
     except IotError as e:  # the session stays; the application sees the next post's fate
         log("online post failed (%s)" % e.code)
     state("online")
+    if up is not None:
+        s.on_up = up
+        try:
+            up(s)
+        except IotError as e:  # the session carries on; the next connection runs it again
+            log("on_up failed (%s)" % e.code)
     return s
 
 

@@ -19,7 +19,9 @@ from binascii import hexlify
 from micropython import const
 
 from aliyun_iot import IotError, backoff_ms, forget, log, sleep_ms
-from aliyun_iot.ota import REPORT, STATE, progress, read, remove, running, write
+
+STATE = "ota/state"
+REPORT = "ota/report"  # a result to report once online: {"step": -2, "desc": "...", "module": ...}
 
 _DL = "ota/dl"
 _BUF = const(1024)  # the one buffer of the download and of the unpacking
@@ -32,6 +34,65 @@ MAGIC = b"ALYB1\n"
 
 class Fail(Exception):
     """The task failed: step -1..-4 and a desc, reported on the progress topic."""
+
+
+def read(path):
+    """A small JSON file, or None (missing or unreadable)."""
+    try:
+        with open(path) as f:
+            return json.loads(f.read(512))
+    except (OSError, ValueError):
+        return None
+
+
+def write(path, d):
+    """Replace a small JSON file atomically (littlefs: rename over an existing file is atomic)."""
+    with open(path + ".tmp", "w") as f:
+        f.write(json.dumps(d))
+    os.rename(path + ".tmp", path)
+
+
+def remove(path):
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+def running(st=None):
+    """The running bundle's version (the factory layout: the package's)."""
+    st = read(STATE) if st is None else st
+    if st and st.get("cur"):
+        return st.get("ver") or "?"
+    from aliyun_iot import __version__
+
+    return __version__
+
+
+def progress(s, step, desc="", module=None):
+    p = {"step": str(step), "desc": desc}
+    if module:
+        p["module"] = module
+    s.publish(b"/ota/device/progress" + s.topic[4:-7], json.dumps({"id": "1", "params": p}))
+
+
+def run(s, d, st):
+    """From ota.py: a task d, or (d None) after a connection, the last update's outcome to report."""
+    if d:
+        return handle(s, d)
+    rep = read(REPORT)
+    if "try" in st:  # the new bundle is online: it stays
+        del st["try"]
+        write(STATE, st)
+        rep = {"step": 100, "desc": "updated"}
+        log("ota: %s online, kept" % st.get("ver"))
+    if st.get("rb"):
+        rep = {"step": -1, "desc": "rolled back: %s did not come online" % st.pop("rb")}
+        write(STATE, st)
+        log("ota: " + rep["desc"])
+    if rep:
+        progress(s, rep.get("step"), rep.get("desc") or "", rep.get("module"))
+    remove(REPORT)
 
 
 def _str(d, k, n):
@@ -70,16 +131,8 @@ def parse(d):
     return {"url": url, "version": ver, "size": size, "sm": sm, "digest": dig.lower(), "module": mod}, None
 
 
-def handle(s, t, p):
-    """A message on an OTA topic: start its task, or refuse it on the progress topic."""
-    try:
-        r = json.loads(p)
-    except ValueError:
-        log("ota: message ignored (not JSON)")
-        return
-    d = r.get("data") if isinstance(r, dict) else None
-    if not isinstance(d, dict) or not d:
-        return  # firmware/get: no task pending
+def handle(s, d):
+    """A task (the data of a push or of firmware/get's reply): run it, or refuse it on the progress topic."""
     task, why = parse(d)
     mod = d.get("module") if isinstance(d.get("module"), str) else None
     if why:

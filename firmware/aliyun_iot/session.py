@@ -13,6 +13,9 @@ from aliyun_iot import IotError, backoff_ms, forget, log, sleep_ms
 class Session:
     """The device's MQTT session. Call check() from the application's loop, at least every second."""
 
+    on_up = None  # fn(session) after every connection, once its subscriptions are sent (a class attribute:
+    # the instance's dict is not grown for it until one is set)
+
     def __init__(self, cfg, cred):
         from aliyun_iot import creds
 
@@ -26,7 +29,6 @@ class Session:
         # failures reported from check(); ping: when an unanswered PINGREQ went out; want: the post id
         # awaited (a str), then its reply (a dict).
         self.led = self.on_error = self.on_set = self.link = self.ping = self.want = None
-        self.on_up = None  # fn(session) after every connection, once its subscriptions are sent
         self.topic = ("/sys/%s/%s/thing/" % (cred["pk"], cred["dn"])).encode()
         # topic -> fn(topic, payload); None: the post replies, True: property sets (both in link.py)
         self.subs = {self.topic + b"event/property/post_reply": None}
