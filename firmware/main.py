@@ -11,7 +11,7 @@ if os.getcwd().startswith("/ota/"):  # boot.py ran this file from an update's bu
     os.chdir("/")
 
 import aliyun_iot
-from aliyun_iot import IotError
+from aliyun_iot import IotError, otahook
 
 _POST_EVERY_MS = const(60000)
 
@@ -35,7 +35,13 @@ def app(s):
                 print("app: post failed (%s)" % e.code)
 
 
+def main():
+    s = aliyun_iot.connect()
+    otahook.start(s)  # updates over the air (README: OTA); leave out to go without
+    app(s)
+
+
 try:
-    app(aliyun_iot.connect())
+    main()
 except Exception as e:
     aliyun_iot.recover(e)

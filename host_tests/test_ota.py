@@ -38,7 +38,7 @@ def _bundle(tmp_path, version, main=None):
 
 def _board(emu, flash, dn, runtime):
     emu.add_device(PK, dn)
-    board_flash(emu, flash, product_key=PK, product_secret=PS, device_name=dn, backoff_ms=200, ota=True)
+    board_flash(emu, flash, product_key=PK, product_secret=PS, device_name=dn, backoff_ms=200)
     (flash / "boot.py").write_bytes((REPO / "firmware" / "boot.py").read_bytes())
 
 

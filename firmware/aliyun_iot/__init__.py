@@ -57,7 +57,6 @@ def connect(cfg_path="config.json", cred_path="aliyun_iot.cred"):
     on the first boot only), the MQTT connection and an "online" post. Raises IotError when it cannot;
     a refused or failed connection is retried on the session's policy (README: Life after online)."""
     s = _stage("start", "run", (), cfg_path, cred_path)  # start.py: not in RAM once connecting
-    up, s.on_up = s.on_up, None  # the first connection's on_up waits for the online post (the tightest heap)
     while not s.online:
         s.check(1000)
     state("connected")
@@ -66,12 +65,6 @@ def connect(cfg_path="config.json", cred_path="aliyun_iot.cred"):
     except IotError as e:  # the session stays; the application sees the next post's fate
         log("online post failed (%s)" % e.code)
     state("online")
-    if up is not None:
-        s.on_up = up
-        try:
-            up(s)
-        except IotError as e:  # the session carries on; the next connection runs it again
-            log("on_up failed (%s)" % e.code)
     return s
 
 
@@ -83,12 +76,6 @@ def _stage(name, fn, drop, *args):
         return getattr(__import__("aliyun_iot." + name, None, None, (fn,)), fn)(*args)
     finally:
         forget(name, *drop)
-
-
-def _ota(s, t=None, p=None):
-    # Session.on_up (and the callback of the OTA topics): the OTA service (ota.py) is in RAM only while it
-    # works, after a connection and for a message on its topics.
-    _stage("ota", "run", (), s, t, p, lambda t, p: _ota(s, t, p))
 
 
 def recover(e):

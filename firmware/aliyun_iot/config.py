@@ -35,7 +35,6 @@ SPEC = {
     "retry_cap_s": ("i", 60),
     "refused_cap_s": ("i", 3600),
     "wdt_s": ("i", None),
-    "ota": ("b", False),
     "ota_trial_boots": ("i", 3),
 }
 RANGES = {

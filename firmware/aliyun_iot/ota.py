@@ -1,6 +1,6 @@
-# The platform's OTA service after every connection (Session.on_up, through
-# aliyun_iot._ota), kept small: it runs before the first "online" post, where
-# the heap is tightest. The running version reported, the push topics
+# The platform's OTA service after every connection (Session.on_up, set by
+# otahook.start), kept small: it runs right after a connection, beside the
+# session's link. The running version reported, the push topics
 # subscribed, a pending task asked for. Everything else (a task, the outcome
 # of the last update, a bundle on trial kept) is otajob.py's, loaded only when
 # there is something to do. ota/state is boot.py's (the loader): see there.

@@ -96,16 +96,14 @@ class Session:
                         self.link.sub(self, t)
                 except IotError as e:
                     self._lost(e)
-                if self.on_up is not None and self.link is not None:
+                lk = self.link
+                if self.on_up and lk:
                     try:
                         self.on_up(self)
                     except MemoryError:
                         raise
-                    except Exception as e:  # reported, never the end of the session
-                        from aliyun_iot import events
-
-                        events.report(self, e)
-                        forget("events")
+                    except Exception as e:  # reported (events.py), never the end of the session
+                        lk.event(self, None, e)
         return 0
 
     # ---- the application's side

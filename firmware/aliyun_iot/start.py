@@ -17,8 +17,4 @@ def run(cfg_path, cred_path):
 
     s = Session(cfg, cred)
     s.led = led  # on until connected
-    if cfg["ota"]:
-        from aliyun_iot import _ota
-
-        s.on_up = _ota  # the version reported, the OTA topics subscribed, after every connection
     return s

@@ -29,6 +29,9 @@ print("PACKAGE %s" % ("bundle" if "/ota/a/" in aliyun_iot.__file__ or "/ota/b/" 
 limit = int(sys.argv[1]) * 1000 if len(sys.argv) > 1 else 20000
 try:
     s = aliyun_iot.connect()
+    from aliyun_iot import otahook
+
+    otahook.start(s)
     t0 = time.ticks_ms()
     while time.ticks_diff(time.ticks_ms(), t0) < limit:
         s.check(200)
@@ -44,4 +47,11 @@ try:
     s.close()
 except SystemExit as e:
     print("RESET %s" % (e.args[0] if e.args else ""))
+import gc  # noqa: E402
+
+import micropython  # noqa: E402
+
+gc.collect()
+if hasattr(gc, "mem_alloc"):
+    print("HEAP held=%d peak=%d" % (gc.mem_alloc(), micropython.mem_peak()))
 devkit.ok("ran")
