@@ -1,9 +1,12 @@
 # Runs first on every reset: the OTA loader, outside what an update replaces.
 # ota/state (aliyun_iot/otajob.py writes it last, by rename, to switch):
-#   {"cur": slot, "ver": v, "old": slot, "ov": v, "try": boots left on trial, "rb": v rolled back}
+#   {"cur": slot, "ver": v, "old": slot, "ov": v, "try": boots left on trial, "t": trial seconds,
+#    "rb": v rolled back}
 # cur "a" or "b": the bundle in ota/<cur> runs (its dir first on sys.path, its main.py run by the
 # firmware, which looks in the current dir); no state, or cur "": the factory layout (/main.py, /lib).
-# A bundle on trial that has used up its boots without coming online is replaced by the old one.
+# A bundle on trial that has used up its boots without coming online is replaced by the old one; on a
+# trial boot, a one-shot machine.Timer(0) resets the board after "t" s unless the bundle, once online,
+# stops it (aliyun_iot/otajob.py): a bundle that hangs or sits offline uses up its boots.
 import gc
 import os
 import sys
@@ -25,6 +28,14 @@ def _pick():
             with open("ota/state.tmp", "w") as f:
                 f.write(json.dumps(st))
             os.rename("ota/state.tmp", "ota/state")
+            if "try" in st:
+                import machine
+
+                try:
+                    machine.Timer(0, mode=machine.Timer.ONE_SHOT, period=(st.get("t") or 600) * 1000,
+                                  callback=lambda t: machine.reset())
+                except (AttributeError, ValueError, OSError):
+                    pass  # no machine.Timer (the host's shims): the boots count alone
     except (OSError, ValueError, AttributeError, TypeError):
         return ""  # no bundle yet (or an unreadable state): the factory layout
     try:

@@ -71,7 +71,7 @@ def test_update_cut_twice_resumed_switched_then_kept(runtime, flash, emu, tmp_pa
     assert st["task"]["requests"] == [0, 20000, 50000], st
     assert st["steps"][-1] == ["0", "downloading"]
     state = json.loads((flash / "ota" / "state").read_text())
-    assert state == {"cur": "a", "ver": "2.0.0", "old": "", "ov": "0.3.0", "try": 3}
+    assert state == {"cur": "a", "ver": "2.0.0", "old": "", "ov": "0.3.0", "try": 3, "t": 600}
     assert not (flash / "ota" / "dl").exists()
     # The next boot runs the bundle on trial; online, it is kept and 2.0.0 reported.
     r = _boot(runtime, flash, 3)
@@ -144,7 +144,7 @@ def test_push_parsing_tolerant_and_refusals(runtime):
 
 
 def test_power_cut_at_every_write_of_an_update_boots_a_whole_bundle(runtime, flash, record_property):
-    r = run_script(runtime, device_script("ota_powercut.py"), cwd=flash, timeout=280,
+    r = run_script(runtime, device_script("ota_powercut.py"), cwd=flash, timeout=280, heapsize="4m",
                    args=(str(REPO / "firmware" / "boot.py"),))
     oks = set(assert_device_ok(r))  # CPython: SKIP (no vfs.VfsLfs2)
     cuts = re.findall(r"^CUTS (\w+) (\w+) checked=(\d+) ops=(\d+)$", r.stdout, re.M)

@@ -36,6 +36,7 @@ SPEC = {
     "refused_cap_s": ("i", 3600),
     "wdt_s": ("i", None),
     "ota_trial_boots": ("i", 3),
+    "ota_trial_s": ("i", 600),
 }
 RANGES = {
     "port": (1, 65535),
@@ -48,6 +49,7 @@ RANGES = {
     "retry_cap_s": (1, 3600),
     "refused_cap_s": (1, 86400),
     "ota_trial_boots": (1, 20),
+    "ota_trial_s": (60, 86400),
 }
 CHOICES = {"mode": ("register", "regnwl", "https"), "sign_method": ("hmacsha256", "hmacsha1", "hmacmd5")}
 _TYPES = {"s": "str", "i": "int", "b": "bool"}

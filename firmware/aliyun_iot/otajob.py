@@ -83,7 +83,14 @@ def run(s, d, st):
     rep = read(REPORT)
     if "try" in st:  # the new bundle is online: it stays
         del st["try"]
+        st.pop("t", None)
         write(STATE, st)
+        try:  # boot.py's trial timer (machine.Timer(0) is one object per id: ports/esp32/machine_timer.c)
+            import machine
+
+            machine.Timer(0).deinit()
+        except (AttributeError, ValueError, OSError):
+            pass
         rep = {"step": 100, "desc": "updated"}
         log("ota: %s online, kept" % st.get("ver"))
     if st.get("rb"):
@@ -153,7 +160,7 @@ def handle(s, d):
     forget("config")
     try:
         fetch(cfg, task)
-        install(task, cfg["ota_trial_boots"])
+        install(task, cfg["ota_trial_boots"], cfg["ota_trial_s"])
     except Fail as e:
         step, desc = e.args
         log("ota: failed %d %s" % (step, desc))
@@ -355,7 +362,7 @@ def _name_ok(n):
             and ".." not in n.split("/") and "" not in n.split("/"))
 
 
-def install(task, trials, src=_DL):
+def install(task, trials, trial_s=600, src=_DL):
     """Unpack the downloaded bundle into the slot beside the running one, then switch to it."""
     st = read(STATE) or {}
     cur = st.get("cur") or ""
@@ -412,7 +419,7 @@ def install(task, trials, src=_DL):
         with open(d + "/bundle.json", "wb") as out:
             out.write(line)
         # The switch: one rename. Until it, the running bundle stays; after it, the new one boots on trial.
-        write(STATE, {"cur": slot, "ver": ver, "old": cur, "ov": running(st), "try": trials})
+        write(STATE, {"cur": slot, "ver": ver, "old": cur, "ov": running(st), "try": trials, "t": trial_s})
     except OSError as e:
         raise Fail(-4, "flash write failed: %s" % e)
     finally:

@@ -23,7 +23,7 @@ from aliyun_iot import otajob  # noqa: E402
 
 _EIO = 5
 _BLOCK = 4096
-_BLOCKS = 64
+_BLOCKS = 40
 _MOUNT = "/flash"
 LOADER = open(sys.argv[1]).read()
 CONFIG = b'{"product_key": "a1TestPk001", "product_secret": "x"}'
