@@ -2,7 +2,7 @@
 #
 # The flash device of powercut.py (a RAM littlefs that loses power after its N-th program/erase, the op
 # cut either not done or half done): for every N across the download's writes (ota/dl, as fetch writes it),
-# the unpacking and the switch (otajob.install), and across the loader's own state writes (a trial boot,
+# the unpacking and the switch (otainst.install), and across the loader's own state writes (a trial boot,
 # a rollback), the flash is powered on again from what survived, boot.py picks a bundle, and:
 #   - it is one of the two (the one running before, or the new one),
 #   - what it picked is complete (every file of its header present with its SHA-256; the factory main.py),
@@ -19,7 +19,7 @@ import devkit
 
 vfs = devkit.require_lfs2()
 
-from aliyun_iot import otajob  # noqa: E402
+from aliyun_iot import otainst, otajob  # noqa: E402
 
 _EIO = 5
 _BLOCK = 4096
@@ -121,7 +121,7 @@ def bundle(version, n):
              ("aliyun_iot/__init__.py", ("V = %r\n" % version).encode() * 600),
              ("aliyun_iot/extra.py", bytes((i * n) & 0xFF for i in range(5000)))]
     head = json.dumps({"version": version, "files": [[p, len(b), sha(b)] for p, b in files]})
-    return otajob.MAGIC + head.encode() + b"\n" + b"".join(b for _, b in files)
+    return otainst.MAGIC + head.encode() + b"\n" + b"".join(b for _, b in files)
 
 
 def loader():
@@ -153,7 +153,7 @@ def update(data_file, version):
     with open("ota/dl", "wb") as f:
         for i in range(0, len(data_file), 1024):
             f.write(data_file[i : i + 1024])
-    otajob.install({"version": version}, 2)
+    otainst.install({"version": version}, 2)
 
 
 def check_after(data, allowed, redo):
