@@ -148,8 +148,55 @@ def test_power_cut_at_every_write_of_an_update_boots_a_whole_bundle(runtime, fla
                    args=(str(REPO / "firmware" / "boot.py"),))
     oks = set(assert_device_ok(r))  # CPython: SKIP (no vfs.VfsLfs2)
     cuts = re.findall(r"^CUTS (\w+) (\w+) checked=(\d+) ops=(\d+)$", r.stdout, re.M)
-    assert {(s, m) for s, m, _, _ in cuts} == {(s, m) for s in ("first", "second", "rollback")
+    assert {(s, m) for s, m, _, _ in cuts} == {(s, m) for s in ("first", "second", "third", "rollback")
                                                for m in ("clean", "torn")}, r.stdout
     for s, m, checked, ops in cuts:
         assert int(checked) == int(ops) > 0 and "%s %s" % (s, m) in oks
     record_property("measure", "OTA power-cut points: " + ", ".join("%s/%s=%s" % c[:3] for c in cuts))
+
+
+def test_session_on_up_after_every_connection_errors_reported(runtime, flash, emu):
+    dn = "ota-hook-" + runtime[:2]
+    _board(emu, flash, dn, runtime)
+    _boot(runtime, flash, 1)  # registers
+    r = run_script(runtime, device_script("session_hook.py"), cwd=flash, timeout=90)
+    assert assert_device_ok(r) == ["called-after-reconnect", "error-reported", "session-carries-on",
+                                   "called-after-every-connection"]
+
+
+def test_console_cli_errors_and_the_served_file(emu, tmp_path):
+    import http.client
+    import ssl
+
+    dn = "ota-cli"
+    emu.add_device(PK, dn)
+    pkg = _bundle(tmp_path, "3.0.0")
+    r = emu.cli("ota", "push", PK + "/nobody", str(pkg), "--version", "3.0.0", check=False)
+    assert r.returncode == 2 and "unknown device" in r.stderr
+    target = "%s/%s" % (PK, dn)
+    r = emu.cli("ota", "push", target, str(pkg), "--version", "3.0.0", "--cut-always", check=False)
+    assert r.returncode == 2 and "--cut-always needs --cut-at" in r.stderr
+    r = emu.cli("ota", "status", PK + "/ota-none", check=False)
+    assert r.returncode == 2 and "no OTA task" in r.stderr
+    out = emu.cli("ota", "push", "%s/%s" % (PK, dn), str(pkg), "--version", "3.0.0", "--cut-at", "100").stdout
+    assert "3.0.0" in out and "md5" in out and "sha256" in out
+    task = emu.registry()["ota"]["%s/%s" % (PK, dn)]
+
+    def get(start=None):
+        c = http.client.HTTPSConnection("localhost", emu.https_port, context=emu.client_context(), timeout=10)
+        c.request("GET", "/ota/%s/package.bin" % task["token"], headers={"Range": "bytes=%d-" % start}
+                  if start is not None else {})
+        resp = c.getresponse()
+        try:
+            return resp.status, resp.getheader("Content-Range"), resp.read()
+        except (http.client.IncompleteRead, ssl.SSLError, ConnectionError) as e:
+            return resp.status, "cut", getattr(e, "partial", b"")
+        finally:
+            c.close()
+
+    data = pkg.read_bytes()
+    assert get() == (200, "cut", data[:100])  # the cut, once
+    assert get(100) == (206, "bytes 100-%d/%d" % (len(data) - 1, len(data)), data[100:])
+    assert get() == (200, None, data)
+    assert get(len(data))[0] == 416
+    assert emu.cli("ota", "status", "%s/%s" % (PK, dn)).stdout.count('"requests"') == 1

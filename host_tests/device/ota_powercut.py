@@ -244,13 +244,24 @@ def main():
     running2 = bytes(data)
     sweep("second", running2, lambda: update(b3, "3"), ("ota/a", "ota/b"), lambda: update(b3, "3"))
 
-    # bundle 3 on trial with no boot left: the loader's rollback write
+    # bundle 3 running (kept, 2 the rollback) -> bundle 4 into ota/a, over the rollback bundle
     data = bytearray(running2)
     dev = power_on(data)
     update(b3, "3")
     st = json.loads(get("ota/state"))
-    st["try"] = 0
+    trial3 = dict(st)
+    del st["try"]
     otajob.write("ota/state", st)
+    power_off(dev)
+    b4 = bundle("4", 7)
+    sweep("third", bytes(data), lambda: update(b4, "4"), ("ota/b", "ota/a"), lambda: update(b4, "4"))
+
+    # bundle 3 on trial with no boot left: the loader's rollback write
+    data = bytearray(running2)
+    dev = power_on(data)
+    update(b3, "3")
+    trial3["try"] = 0
+    otajob.write("ota/state", trial3)
     power_off(dev)
     sweep("rollback", bytes(data), loader, ("ota/a", "ota/b"))
 
