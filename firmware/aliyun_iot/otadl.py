@@ -121,6 +121,8 @@ def _get(cfg, host, port, path, pos, size, f, h, buf, t_end):
             head += link.read(1)
             if len(head) > _MAX_HEAD:
                 raise Fail(-2, "response headers over %d bytes" % _MAX_HEAD)
+            if time.ticks_diff(t_end, time.ticks_ms()) <= 0:
+                raise IotError("download too slow", "timeout", True)
         lines = head.split(b"\r\n")
         st = lines[0].split(b" ")
         code = int(st[1]) if len(st) > 1 and st[1].isdigit() else 0
@@ -131,11 +133,14 @@ def _get(cfg, host, port, path, pos, size, f, h, buf, t_end):
         have = pos[0]
         if code == 200 and have:
             return True
+        cr = b""
+        for ln in lines:
+            ln = ln.lower()
+            if ln.startswith(b"content-range:"):
+                cr = ln[14:].strip()
+            elif ln.startswith(b"transfer-encoding:") and b"chunked" in ln:
+                raise Fail(-2, "chunked response not supported")
         if code == 206:
-            cr = b""
-            for ln in lines:
-                if ln.lower().startswith(b"content-range:"):
-                    cr = ln[14:].strip()
             if not cr.startswith(("bytes %d-" % have).encode()):
                 raise Fail(-2, "bad Content-Range")
         # The body, through the one buffer: non-blocking reads that wait in poll (link.py says why).

@@ -156,6 +156,14 @@ def handle(s, d):
         progress(s, -1, "out of RAM before: push it again after a reset", mod)
         remove(_SKIP)
         return
+    try:  # room for the download and its unpacked copy (littlefs: whole 4 KB blocks)
+        v = os.statvfs(".")
+        free = v[0] * v[4]
+    except (OSError, AttributeError):
+        free = None
+    if free is not None and 2 * task["size"] + 32768 > free:
+        progress(s, -1, "no room: %d bytes free on the flash" % free, mod)
+        return
     log("ota: task %s, %d bytes, %s" % (task["version"], task["size"], task["sm"]))
     progress(s, 0, "downloading", mod)
     s.close()  # one TLS session at a time (README: OTA); check() reconnects after a failure
