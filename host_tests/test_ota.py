@@ -200,3 +200,15 @@ def test_console_cli_errors_and_the_served_file(emu, tmp_path):
     assert get() == (200, None, data)
     assert get(len(data))[0] == 416
     assert emu.cli("ota", "status", "%s/%s" % (PK, dn)).stdout.count('"requests"') == 1
+
+
+def test_slow_link_still_updates(runtime, flash, emu, tmp_path):
+    dn = "ota-slow-" + runtime[:2]
+    _board(emu, flash, dn, runtime)
+    _boot(runtime, flash, 3)
+    pkg = tmp_path / "slow.bin"
+    pkg.write_bytes(ota_package.build("2.2.0", ota_package.collect(mpy=True)))
+    emu.cli("ota", "push", "%s/%s" % (PK, dn), str(pkg), "--version", "2.2.0", "--slow", "50000")
+    r = _boot(runtime, flash, 30)
+    assert "RESET 99" in r.stdout, r.stdout
+    assert json.loads((flash / "ota" / "state").read_text())["ver"] == "2.2.0"
