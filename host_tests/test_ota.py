@@ -212,3 +212,16 @@ def test_slow_link_still_updates(runtime, flash, emu, tmp_path):
     r = _boot(runtime, flash, 30)
     assert "RESET 99" in r.stdout, r.stdout
     assert json.loads((flash / "ota" / "state").read_text())["ver"] == "2.2.0"
+
+
+def test_a_board_without_the_loader_refuses_the_task(runtime, flash, emu, tmp_path):
+    dn = "ota-nold-" + runtime[:2]
+    _board(emu, flash, dn, runtime)
+    _boot(runtime, flash, 3)
+    (flash / "boot.py").write_text("# the user's own boot.py\n")
+    emu.cli("ota", "push", "%s/%s" % (PK, dn), str(_bundle(tmp_path, "2.3.0")), "--version", "2.3.0")
+    r = _boot(runtime, flash, 5)
+    assert "RESET" not in r.stdout
+    st = _status(emu, dn)
+    assert st["steps"][-1] == ["-1", "boot.py is not the OTA loader: deploy it first"], st
+    assert not (flash / "ota" / "state").exists()

@@ -143,6 +143,14 @@ def handle(s, d):
         log("ota: task refused: " + why)
         progress(s, -1, why, mod)
         return
+    try:  # the switch needs boot.py to be the loader (tools/deploy writes it; mip does not)
+        with open("boot.py", "rb") as f:
+            loader = b"the OTA loader" in f.readline(120)
+    except OSError:
+        loader = False
+    if not loader:
+        progress(s, -1, "boot.py is not the OTA loader: deploy it first", mod)
+        return
     if task["version"] == running():
         log("ota: %s is running already" % task["version"])
         s.publish(b"/ota/device/inform" + s.topic[4:-7], json.dumps({"id": "1", "params":
