@@ -60,15 +60,13 @@ def _run(tool, *args):
 
 class Timeline:
     def __init__(self):
-        self.t0 = time.monotonic()
+        self.t0 = time.time()  # wall clock: the emulator stamps what it sees with time.time() too
         self.rows = []
 
-    def ms(self):
-        return (time.monotonic() - self.t0) * 1000
-
-    def add(self, who, text):
-        self.rows.append((self.ms(), who, text))
-        print("demo: %8.0f ms  %-8s %s" % (self.rows[-1][0], who, text), file=sys.stderr, flush=True)
+    def add(self, who, text, at=None):
+        ms = ((at or time.time()) - self.t0) * 1000
+        self.rows.append((ms, who, text))
+        print("demo: %8.0f ms  %-8s %s" % (ms, who, text), file=sys.stderr, flush=True)
 
 
 _SHOWN = ("aliyun_iot: state online", "aliyun_iot: ota:", "app C:", "aliyun_iot: state registering",
@@ -92,15 +90,14 @@ async def _watch(flash, emu, dn, tl, packages):
         if name == "reset":
             tl.add("board", "reset (%s): boot.py picks the bundle" % detail)
 
-    seen = {"versions": [], "steps": []}
+    seen = {"versions": [], "steps": [], "at": []}
 
     def poll():
-        s = emu.registry().get("ota_seen", {}).get(key) or {"versions": [], "steps": []}
-        for st in s["steps"][len(seen["steps"]):]:
-            tl.add("console", "progress: step %s %s" % tuple(st))
-        for v in s["versions"][len(seen["versions"]):]:
-            tl.add("console", "inform: version %s" % v)
-        seen["versions"], seen["steps"] = list(s["versions"]), [list(x) for x in s["steps"]]
+        s = emu.registry().get("ota_seen", {}).get(key) or {"versions": [], "steps": [], "at": []}
+        for at, what in s.get("at", [])[len(seen["at"]):]:
+            tl.add("console", what, at)  # when the emulator saw it
+        seen.update(versions=list(s["versions"]), steps=[list(x) for x in s["steps"]],
+                    at=list(s.get("at", [])))
         return seen
 
     async def until(cond, what, timeout):
@@ -177,7 +174,7 @@ def main(argv=None):
         shutil.rmtree(work, ignore_errors=True)
 
     print("\ntimeline (ms since the emulator started)")
-    for ms, who, text in tl.rows:
+    for ms, who, text in sorted(tl.rows, key=lambda r: r[0]):
         print("  %8.0f  %-8s %s" % (ms, who, text))
     print("\nconsole: versions reported %s; last step %s %s"
           % (" -> ".join(status["versions"]), status["step"], status["desc"]))

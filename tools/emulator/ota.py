@@ -8,7 +8,7 @@ Task fields: id, version, module, sign_method, size, md5, sha256, sign (what the
 fault makes it differ), token, expires (unix time), state (queued -> pushed -> downloading -> done | failed),
 pushes, gets, requests (the Range start of every GET), faults: cut_at (byte offsets, each cut once unless
 cut_always), expired, slow_bps. What each device reports (steps, versions) is kept under "ota_seen", task or
-not.
+not; "at" holds [unix time, what] of each.
 
 Protocol (help.aliyun.com "OTA update"; C Link SDK components/ota; AliOS-Things uOTA ota_transport_mqtt.c):
   push   {"code":"1000","data":{"size","version","isDiff":0,"url","md5","sign","signMethod","module"?,
@@ -162,6 +162,8 @@ class Ota:
                 task = reg.get("ota", {}).get(key)
                 seen = _seen(reg, key)
                 seen["versions"] = (seen["versions"] + [version])[-_KEEP_STEPS:]
+                seen["at"] = (seen.get("at", []) + [[time.time(), "inform: version %s" % version]]
+                              )[-_KEEP_STEPS:]
                 if task is not None and version == task["version"]:
                     task["state"] = "done"
         elif topic == "/ota/device/progress/%s/%s" % (pk, dn):
@@ -171,6 +173,8 @@ class Ota:
                 task = reg.get("ota", {}).get(key)
                 seen = _seen(reg, key)
                 seen["steps"] = (seen["steps"] + [[step, desc]])[-_KEEP_STEPS:]
+                seen["at"] = (seen.get("at", []) + [[time.time(), "progress: step %s %s" % (step, desc)]]
+                              )[-_KEEP_STEPS:]
                 if task is not None:
                     try:
                         n = int(step)
