@@ -5,6 +5,8 @@
 # make lint   - ruff only;  make venv - the environment only;  make clean / distclean
 # make package-json - rewrite package.json (mip) after adding or removing a module in firmware/aliyun_iot
 # make mip-mpy      - the package precompiled for mip: build/mip/package.json and build/mip/aliyun_iot/*.mpy
+# make ota-package VERSION=x [ARGS=--mpy] - the OTA bundle build/ota/app-x.bin; prints size, MD5, SHA-256
+# make demo-ota     - an update over the air and a rollback, on the host (emulator + virtual board)
 
 PYTHON ?= python3
 VENV   := .venv
@@ -12,7 +14,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-requirements-dev
 PYTEST_ARGS ?=
 
-.PHONY: all venv lint test demo bench package-json mip-mpy clean distclean check-python
+.PHONY: all venv lint test demo demo-ota ota-package bench package-json mip-mpy clean distclean check-python
 
 all: test
 
@@ -45,6 +47,13 @@ test: venv lint
 
 demo: venv
 	$(PY) -m tools.demo
+
+demo-ota: venv
+	$(PY) -m tools.demo_ota
+
+ota-package: venv
+	@[ -n "$(VERSION)" ] || { echo "error: give VERSION=, e.g. make ota-package VERSION=1.2.0" >&2; exit 1; }
+	$(PY) -m tools.ota_package --version "$(VERSION)" $(ARGS)
 
 bench: venv
 	$(PY) -m tools.bench

@@ -2,12 +2,16 @@
 # boot only), post a property every minute, and apply properties the cloud
 # sets. The session reconnects by itself; whatever else goes wrong ends in a
 # report and a reset, never a parked device.
+import os
 import time
 
 from micropython import const
 
+if os.getcwd().startswith("/ota/"):  # boot.py ran this file from an update's bundle; the board's files: at /
+    os.chdir("/")
+
 import aliyun_iot
-from aliyun_iot import IotError
+from aliyun_iot import IotError, otahook
 
 _POST_EVERY_MS = const(60000)
 
@@ -31,7 +35,13 @@ def app(s):
                 print("app: post failed (%s)" % e.code)
 
 
+def main():
+    s = aliyun_iot.connect()
+    otahook.start(s)  # updates over the air (README: OTA); leave out to go without
+    app(s)
+
+
 try:
-    app(aliyun_iot.connect())
+    main()
 except Exception as e:
     aliyun_iot.recover(e)

@@ -63,10 +63,10 @@ def test_a_module_added_or_removed_without_package_json_is_caught(tmp_path):
     root, fw = _copy_repo(tmp_path)
     manifest = fw / "manifest.py"
     assert M.problems(fw, root, manifest) == []
-    (fw / "aliyun_iot" / "ota.py").write_text("x = 1\n")
+    (fw / "aliyun_iot" / "newmod.py").write_text("x = 1\n")
     (fw / "aliyun_iot" / "https.py").unlink()
     assert M.problems(fw, root, manifest) == [
-        "aliyun_iot/ota.py: not in package.json",
+        "aliyun_iot/newmod.py: not in package.json",
         "aliyun_iot/https.py: in package.json, not in the package",
     ]
     (root / "package.json").write_text(M.source_package_json(fw, root))  # what --write does

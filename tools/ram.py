@@ -189,8 +189,10 @@ class RamProbe:
 
 # What a normal boot never imports: first-boot code, what only a failure or a rare event loads, and roots
 # (against the emulator a ca file is used; against the platform's own endpoints a normal boot imports roots
-# too, and drops the DER once the context is built). Every other module counts, a new one included.
-NOT_NORMAL_BOOT = ("register", "https", "reply", "roots", "neterr", "events", "fatal")
+# too, and drops the DER once the context is built); an OTA task (otajob, otadl, otainst). Every other
+# module counts, a new one included.
+NOT_NORMAL_BOOT = ("register", "https", "reply", "roots", "neterr", "events", "fatal",
+                   "otajob", "otadl", "otainst")
 
 
 def figures(work, exe=None, tls=True, frozen=False):

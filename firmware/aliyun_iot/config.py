@@ -35,6 +35,8 @@ SPEC = {
     "retry_cap_s": ("i", 60),
     "refused_cap_s": ("i", 3600),
     "wdt_s": ("i", None),
+    "ota_trial_boots": ("i", 3),
+    "ota_trial_s": ("i", 600),
 }
 RANGES = {
     "port": (1, 65535),
@@ -46,6 +48,8 @@ RANGES = {
     "backoff_ms": (100, 600000),
     "retry_cap_s": (1, 3600),
     "refused_cap_s": (1, 86400),
+    "ota_trial_boots": (1, 20),
+    "ota_trial_s": (60, 86400),
 }
 CHOICES = {"mode": ("register", "regnwl", "https"), "sign_method": ("hmacsha256", "hmacsha1", "hmacmd5")}
 _TYPES = {"s": "str", "i": "int", "b": "bool"}

@@ -13,6 +13,9 @@ from aliyun_iot import IotError, backoff_ms, forget, log, sleep_ms
 class Session:
     """The device's MQTT session. Call check() from the application's loop, at least every second."""
 
+    on_up = None  # fn(session) after every connection, once its subscriptions are sent (a class attribute:
+    # the instance's dict is not grown for it until one is set)
+
     def __init__(self, cfg, cred):
         from aliyun_iot import creds
 
@@ -93,6 +96,14 @@ class Session:
                         self.link.sub(self, t)
                 except IotError as e:
                     self._lost(e)
+                lk = self.link
+                if self.on_up and lk:
+                    try:
+                        self.on_up(self)
+                    except MemoryError:
+                        raise
+                    except Exception as e:  # reported (events.py), never the end of the session
+                        lk.event(self, None, e)
         return 0
 
     # ---- the application's side

@@ -12,6 +12,7 @@ from amqtt.broker import Broker
 from . import certs, console, faults, plugins
 from .gate import Gate
 from .https import HttpsRegistrar
+from .ota import Ota
 from .registry import Store
 
 log = logging.getLogger("emulator")
@@ -32,6 +33,7 @@ class Emulator:
         self.limiter = faults.RateLimiter()
         self.gate = Gate(self)
         self.https = HttpsRegistrar(self)
+        self.ota = Ota(self)
         self.broker = None
         self._servers = []
         self._tasks = []
@@ -71,6 +73,10 @@ class Emulator:
                 await self.gate.deliver_downlinks()
             except Exception:  # noqa: BLE001 - one bad entry must not stop the console's channel
                 log.exception("downlink delivery failed")
+            try:
+                await self.ota.deliver(self.gate.live_keys())
+            except Exception:  # noqa: BLE001 - the OTA console's channel, likewise
+                log.exception("ota push failed")
 
     async def _listen(self, handler, port, ctx):
         kwargs = {"ssl": ctx, "ssl_handshake_timeout": self.connect_timeout} if ctx else {}

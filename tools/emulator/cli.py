@@ -23,6 +23,10 @@ subcommands (they edit the registry; a running emulator sees the change on its n
   fault set TARGET [switches]      TARGET is PK (whole product) or PK/DN; replaces TARGET's fault
   fault clear TARGET ... | --all
   fault list
+  ota push PK/DN FILE --version V [--sign-method MD5|SHA256] [--module M]
+      [--cut-at N [--cut-always]] [--wrong-digest] [--expired] [--slow BPS]
+                                   the OTA console: a task pushed to the device (or given when it asks)
+  ota status PK/DN                 the task as JSON: state, last progress step, versions reported
   set PK/DN JSON [--wait S]        the console's "set property": send {"k": v, ...} to the live device on
                                    .../thing/service/property/set and print its reply (exit 3: none)
 """ + console.HELP + """\
@@ -138,10 +142,50 @@ def build_parser():
     st.add_argument("--wait", type=float, default=10.0, metavar="S",
                     help="seconds to wait for the device's reply (default 10; 0: do not wait)")
     console.add_parsers(sub)
+    osub = _ota_parser(sub)
     # No abbreviated options: a typo must not be taken for another option (nor its value echoed).
-    for parser in (p, *sub.choices.values(), *fsub.choices.values()):
+    for parser in (p, *sub.choices.values(), *fsub.choices.values(), *osub.choices.values()):
         parser.allow_abbrev = False
     return p
+
+
+def _ota_parser(sub):
+    o = sub.add_parser("ota", help="the OTA console: push a package to a device, show its task")
+    osub = o.add_subparsers(dest="ota_cmd", metavar="ACTION", required=True, parser_class=_Parser)
+    op = osub.add_parser("push", help="create PK/DN's task (replaces one) and push it when the device is "
+                                      "online; a device that asks (firmware/get) is answered with it")
+    op.add_argument("target", type=_pk_dn, metavar="PK/DN")
+    op.add_argument("file", metavar="FILE", help="the package (make ota-package builds one)")
+    op.add_argument("--version", required=True, metavar="V", help="the version the package brings")
+    op.add_argument("--sign-method", choices=("MD5", "SHA256"), default="MD5")
+    op.add_argument("--module", metavar="M", help="the OTA module (default: the default module)")
+    op.add_argument("--cut-at", type=int, action="append", metavar="N",
+                    help="fault: the download is cut at byte N (once; repeat for more cuts)")
+    op.add_argument("--cut-always", action="store_true", help="fault: with --cut-at, every download is cut")
+    op.add_argument("--wrong-digest", action="store_true", help="fault: the push carries a wrong digest")
+    op.add_argument("--expired", action="store_true", help="fault: the URL has expired (HTTP 403)")
+    op.add_argument("--slow", type=int, metavar="BPS", help="fault: serve the file at BPS bytes/s")
+    os_ = osub.add_parser("status", help="print PK/DN's task as JSON (state, last progress step, versions)")
+    os_.add_argument("target", type=_pk_dn, metavar="PK/DN")
+    return osub
+
+
+def run_ota(store, args):
+    from . import ota
+
+    pk, dn, _ = args.target
+    if args.ota_cmd == "push":
+        if args.cut_always and not args.cut_at:
+            raise RegistryError("--cut-always needs --cut-at N")
+        if any(n <= 0 for n in args.cut_at or ()) or args.slow is not None and args.slow <= 0:
+            raise RegistryError("--cut-at and --slow take a positive number")
+        t = ota.create(store, pk, dn, args.file, args.version, args.sign_method, args.module, args.cut_at,
+                       args.cut_always, args.wrong_digest, args.expired, args.slow)
+        print("ota task %s/%s: version %s, %d bytes, md5 %s, sha256 %s" % (
+            pk, dn, t["version"], t["size"], t["md5"], t["sha256"]))
+    else:
+        print(json.dumps(ota.status(store, pk, dn), indent=1, sort_keys=True))
+    return 0
 
 
 def _json_object(text):
@@ -189,6 +233,8 @@ def run_subcommand(store, args):
         return run_set(store, args)
     elif args.cmd in ("publish", "messages"):
         return console.run(store, args)
+    elif args.cmd == "ota":
+        return run_ota(store, args)
     return 0
 
 

@@ -112,6 +112,9 @@ class Gate:
 
     # ---- hooks for the broker plugins ----
 
+    def live_keys(self):
+        return set(self._live)
+
     def is_admitted(self, host, port):
         return (host, port) in self._admitted
 
@@ -124,6 +127,12 @@ class Gate:
         except ValueError:
             body = None
         key = registry.device_key(conn.pk, conn.dn)
+        if topic.startswith("/ota/device/") or topic.endswith("/thing/ota/firmware/get"):
+            self.app.messages.record(key, "up", topic, data)
+            reply = self.app.ota.on_publish(conn.pk, conn.dn, topic, body)
+            if reply:
+                await self.app.broker.internal_message_broadcast(reply[0], reply[1], 0)
+            return
         if topic == PROPERTY_SET % (conn.pk, conn.dn) + "_reply":
             self._record_set_reply(conn, body)
             self.app.messages.record(key, "up", topic, data)

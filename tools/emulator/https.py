@@ -84,6 +84,9 @@ class HttpsRegistrar:
             writer.write(response(400, _json({"code": 460, "message": "request parameter error"})))
             return
         body = await asyncio.wait_for(reader.readexactly(length), timeout) if length else b""
+        if method == "GET" and path.startswith("/ota/"):  # the OTA console's package (ota.py)
+            await self.app.ota.serve_get(writer, path, headers, label)
+            return
         if urllib.parse.urlsplit(path).path != PATH:
             writer.write(response(404, _json({"code": 404, "message": "not found"})))
             return
