@@ -7,12 +7,18 @@
 # A bundle on trial that has used up its boots without coming online is replaced by the old one; on a
 # trial boot, a one-shot machine.Timer(0) resets the board after "t" s unless the bundle, once online,
 # stops it (aliyun_iot/otajob.py): a bundle that hangs or sits offline uses up its boots.
+# A soft reset (Ctrl-D, mpremote entering the raw REPL: machine.reset_cause() is SOFT_RESET until the
+# next chip reset, ports/esp32/modmachine.c) changes nothing: no trial boot is counted and the current
+# dir stays "/", so the host tools (make deploy, backup, provision) see the board's own files. Only a
+# power-on, machine.reset(), the watchdog or EN runs the bundle.
 import gc
 import os
 import sys
 
+import machine
 
-def _pick():
+
+def _pick(machine):
     import json
 
     try:
@@ -29,11 +35,9 @@ def _pick():
                 f.write(json.dumps(st))
             os.rename("ota/state.tmp", "ota/state")
             if "try" in st:
-                import machine
-
                 try:
                     machine.Timer(0, mode=machine.Timer.ONE_SHOT, period=(st.get("t") or 600) * 1000,
-                                  callback=lambda t: machine.reset())
+                                  callback=lambda t, r=machine.reset: r())
                 except (AttributeError, ValueError, OSError):
                     pass  # no machine.Timer (the host's shims): the boots count alone
     except (OSError, ValueError, AttributeError, TypeError):
@@ -45,9 +49,9 @@ def _pick():
     return d and "ota/" + d
 
 
-_d = _pick()
+_d = machine.reset_cause() != machine.SOFT_RESET and _pick(machine)
 if _d:
     sys.path.insert(0, os.getcwd().rstrip("/") + "/" + _d)
     os.chdir(_d)  # the firmware runs main.py from the current dir: the bundle's
-del _d, _pick
+del _d, _pick, machine
 gc.collect()

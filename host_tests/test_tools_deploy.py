@@ -256,3 +256,25 @@ def test_deploy_sees_the_boards_own_free_flash_and_refuses_what_does_not_fit(vbo
     assert listing(vb.flash) == []
     p = deploy(vboard().url, "--no-package")
     assert p.returncode == 0 and "flash 2040 KB free" in p.stderr
+
+
+def test_deploy_onto_a_board_running_an_ota_bundle_makes_it_run_the_deployed_files(vboard):
+    # The loader (boot.py) runs the bundle ota/state names instead of /main.py and /lib: a deploy that left
+    # it would copy files the board never runs. Deployed twice: the second finds every file up to date and
+    # still drops a state an update wrote since.
+    vb = vboard()
+    config = b'{"product_key": "a1PK", "product_secret": "x"}\n'
+    (vb.flash / "config.json").write_bytes(config)
+    (vb.flash / "ota" / "a").mkdir(parents=True)
+    (vb.flash / "ota" / "a" / "main.py").write_text("print('bundle')\n")
+    for _ in range(2):
+        (vb.flash / "ota" / "state").write_text('{"cur": "a", "ver": "9.9"}')
+        p = deploy(vb.url)
+        assert p.returncode == 0, p.stderr
+        assert "the board ran an OTA bundle: it now runs what was deployed (ota/state removed)" in p.stderr
+        assert not (vb.flash / "ota" / "state").exists()
+        assert (vb.flash / "main.py").read_bytes() == (B.FIRMWARE / "main.py").read_bytes()
+    assert (vb.flash / "config.json").read_bytes() == config
+    assert (vb.flash / "ota" / "a" / "main.py").exists()  # the bundles stay for the next update to replace
+    p = deploy(vb.url)  # no state: nothing said
+    assert p.returncode == 0 and "OTA bundle" not in p.stderr, p.stderr

@@ -108,6 +108,18 @@ def main(argv=None):
         flash.mkdir()
         board = step("start a fresh virtual board (MAC %s)" % MAC, Board, flash)
         step(
+            "deploy the firmware with mpremote",
+            _run,
+            "tools.deploy",
+            "--board",
+            "VIRTUAL",
+            "--port",
+            board.url,
+            "--ca",
+            emu.ca_der,
+            "--no-reset",
+        )
+        step(
             "provision config.json (DeviceName %s)" % dn,
             _run,
             "tools.provision",
@@ -129,18 +141,6 @@ def main(argv=None):
             emu.port,
             "--ca",
             emu.ca_der.name,
-        )
-        step(
-            "deploy the firmware with mpremote",
-            _run,
-            "tools.deploy",
-            "--board",
-            "VIRTUAL",
-            "--port",
-            board.url,
-            "--ca",
-            emu.ca_der,
-            "--no-reset",
         )
         step("release the serial port", board.stop)
         first = step("first power-on: register, persist, connect, post", _power_on, flash, "first boot")

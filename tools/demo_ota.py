@@ -146,11 +146,12 @@ def main(argv=None):
         flash = work / "flash"
         flash.mkdir()
         vb = VBoardProcess(flash, MAC, "%s:%s" % WIFI)
+        # ca.der goes on first: provision checks that the file its config names is on the board.
+        _run("tools.deploy", "--board", "VIRTUAL", "--port", vb.url, "--ca", emu.ca_der, "--no-reset")
         _run("tools.provision", "--board", "VIRTUAL", "--port", vb.url, "--config", base, "--product-key", PK,
              "--product-secret-file", ps_file, "--wifi-ssid", WIFI[0], "--wifi-password-file", wifi_file,
              "--host", "localhost", "--mqtt-port", emu.port, "--auth-host", "localhost", "--auth-port",
              emu.https_port, "--ca", emu.ca_der.name)
-        _run("tools.deploy", "--board", "VIRTUAL", "--port", vb.url, "--ca", emu.ca_der, "--no-reset")
         vb.stop()
         vb = None
         tl.add("setup", "board %s provisioned and deployed with mpremote (boot.py is the OTA loader)" % dn)

@@ -158,6 +158,11 @@ try:
 except OSError:
     print('P cred none')
 try:
+    os.stat(%(ota)r)
+    print('P ota active')
+except OSError:
+    pass
+try:
     for n in os.listdir(%(pkg)r):
         print('LS', n)
 except OSError:
@@ -185,7 +190,8 @@ print('P heap', gc.mem_free())
 def probe(board, settings, files):
     """One read-only exec on the board: {'ver', 'mpy', 'umqtt', 'flash', 'heap', 'config', 'cred', ...,
     'have': {board path: sha256}, 'ls': [names in the package folder]}."""
-    code = _PROBE % {"cred": B.CRED_PATH, "pkg": settings["package_dir"], "paths": [r for _, r in files]}
+    code = _PROBE % {"cred": B.CRED_PATH, "pkg": settings["package_dir"], "ota": OTA_STATE,
+                     "paths": [r for _, r in files]}
     out = board.exec(code)
     info = {"have": {}, "ls": []}
     for line in out.splitlines():
@@ -375,16 +381,25 @@ for t, r, w, k in %r:
 """
 
 
+# The OTA loader (firmware/boot.py) runs the bundle this file names instead of /main.py and /lib: a deploy
+# of the package drops it (last, once every file is in place), so the board runs what was just deployed.
+# The bundles in ota/ stay until the next update replaces them; config.json and the credential are never
+# touched.
+OTA_STATE = "ota/state"
+_DROP_OTA = "import os\nos.remove(%r)\nprint('OTA_DROPPED')\n" % OTA_STATE
+
+
 def _tmp(remote):
     return remote + ".tmp"
 
 
-def copy_and_verify(board, settings, files, have, ls, package=True, set_aside=()):
+def copy_and_verify(board, settings, files, have, ls, package=True, set_aside=(), ota=False):
     """Copy the files that differ in one mpremote session (a progress line each), each under a temporary
     name; on the board, check each one's sha256 and only then rename it into place (the package first,
     main.py last: a copy cut short never leaves a truncated file under a name that runs). Then compare
     the sha256 of each, read back from the board, with the local file. set_aside: board files moved to
-    <name>.broken before ours replaces them. Returns the number of files copied."""
+    <name>.broken before ours replaces them. ota: the board runs an OTA bundle; its state is dropped last.
+    Returns the number of files copied."""
     want = {remote: hashlib.sha256(Path(local).read_bytes()).hexdigest() for local, remote in files}
     todo = [(local, remote) for local, remote in files if have.get(remote) != want[remote]]
     todo.sort(key=lambda f: (f[1] in ("boot.py", "main.py"), f[1] == "main.py"))
@@ -392,7 +407,7 @@ def copy_and_verify(board, settings, files, have, ls, package=True, set_aside=()
     stale = [n for n in ls if n not in keep] if package else []
     if len(todo) < len(files):
         B.say(TOOL, "%d of %d files already up to date on the board" % (len(files) - len(todo), len(files)))
-    if not todo and not stale:
+    if not todo and not stale and not ota:
         return 0
     args = ["exec", _cleanup_code(settings, keep, stale), "+"] if package else []
     for local, remote in todo:
@@ -401,6 +416,10 @@ def copy_and_verify(board, settings, files, have, ls, package=True, set_aside=()
     if todo:
         plan = [(_tmp(r), r, want[r], r in set_aside) for _, r in todo]
         args += ["+", "exec", _INSTALL % (plan,), "+", "fs", "sha256sum", *[":" + r for _, r in todo]]
+    if ota:
+        args += ["+", "exec", _DROP_OTA]
+    if args[0] == "+":
+        args = args[1:]
     sizes = {":" + _tmp(remote): Path(local).stat().st_size for local, remote in todo}
     done = 0
     # Stream mpremote's "cp <src> :<dest>" lines into one progress line per file.
@@ -419,6 +438,9 @@ def copy_and_verify(board, settings, files, have, ls, package=True, set_aside=()
             if line.startswith("cp ") and dest in sizes:
                 done += 1
                 B.say(TOOL, "[%d/%d] %s (%d bytes)" % (done, len(todo), dest[1 : -len(".tmp")], sizes[dest]))
+            elif line == "OTA_DROPPED":
+                B.say(TOOL, "the board ran an OTA bundle: it now runs what was deployed (%s removed)"
+                      % OTA_STATE)  # fmt: skip
             elif line.startswith("REMOVED "):
                 B.say(TOOL, "removed stale %s/%s" % (settings["package_dir"], line.split(" ", 1)[1]))
         rc = p.wait()
@@ -515,7 +537,8 @@ def deploy(board, settings, files, package=True, force=None, log=None):
                 % (why, CA_PATH, CA_PATH)
             )
     set_aside = {n for n, (verdict, _) in replaced.items() if verdict == "broken"}
-    copied = copy_and_verify(board, settings, files, info["have"], info["ls"], package, set_aside)
+    ota = package and info.get("ota") == "active"
+    copied = copy_and_verify(board, settings, files, info["have"], info["ls"], package, set_aside, ota)
     return copied, kept, nbytes, len(files)
 
 

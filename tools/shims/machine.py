@@ -10,9 +10,15 @@ import sys
 _RESET_EXIT = 99  # the virtual board restarts the interpreter on this code
 _DEFAULT_MAC = "24:0a:c4:00:00:01"
 
+# ports/esp32/modmachine.c@v1.28.0 (reset_reason_t, mp_machine_reset_cause): a soft reset (Ctrl-D,
+# mpremote entering the raw REPL) reads SOFT_RESET until the next chip reset; machine.reset() is
+# esp_restart(), ESP_RST_SW, read as HARD_RESET; the watchdogs read WDT_RESET.
 PWRON_RESET = 1
 HARD_RESET = 2
+WDT_RESET = 3
+DEEPSLEEP_RESET = 4
 SOFT_RESET = 5
+_cause = PWRON_RESET  # the virtual board's driver sets it for each boot (tools/vboard/repl_driver.py)
 
 
 def _env(name, default=None):
@@ -42,7 +48,7 @@ def soft_reset():
 
 
 def reset_cause():
-    return PWRON_RESET
+    return _cause
 
 
 class WDT:

@@ -192,9 +192,9 @@ class Board:
                     cause, mode, crashes = "soft", reset[1], 0
                     continue
                 if rc is not None and (reset or rc == 99):
-                    cause, mode, crashes = "hard", "friendly", 0
-                    self._inbuf.clear()  # a reset loses what sat in the UART
                     wdt = reset and reset[1] == "watchdog"
+                    cause, mode, crashes = "wdt" if wdt else "hard", "friendly", 0
+                    self._inbuf.clear()  # a reset loses what sat in the UART
                     why = b"0x8 (TG1WDT_SYS_RESET)" if wdt else b"0xc (SW_CPU_RESET)"
                     self.on_output(b"\r\nvboard: rst:%s, boot:0x13 (SPI_FAST_FLASH_BOOT)\r\n" % why)
                     continue

@@ -582,11 +582,21 @@ def _setup(ctl_fd, flash, shims):
     builtins.input = _input
 
 
+# The host's name for how this boot began -> machine.reset_cause() (a crash is a panic: HARD_RESET).
+_CAUSES = {"power": 1, "hard": 2, "wdt": 3, "soft": 5}
+
+
 def _main():
     ctl_fd, flash, shims, mode, cause = sys.argv[1:6]
     _setup(ctl_fd, flash, shims)
     _mode[0] = mode
     _ctl("boot %s %s" % (cause, mode))
+    try:
+        import machine  # the shim: what machine.reset_cause() reads in this boot
+
+        machine._cause = _CAUSES.get(cause, machine.HARD_RESET)
+    except ImportError:  # --chip none: no board shims
+        pass
     try:
         # ports/esp32/main.c: boot.py always; main.py only for the friendly REPL and if boot.py succeeded
         if _run_file("boot.py") in ("ok", "none") and _mode[0] == "friendly":
