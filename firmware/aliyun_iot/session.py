@@ -22,16 +22,21 @@ class Session:
         # context the boot built (None without TLS).
         self.cfg = {k: cfg.get(k) for k in ("host", "port", "tls", "ca", "ctx", "timeout", "keepalive",
                                              "backoff_ms", "retry_cap_s", "refused_cap_s")}
-        # led: a machine.Pin (set by the boot flow), on while offline; on_error: fn(exc), the application's
-        # failures reported from check(); ping: when an unanswered PINGREQ went out; want: the post id
-        # awaited (a str), then its reply (a dict).
-        self.led = self.on_error = self.on_set = self.link = self.ping = self.want = None
+        # led: a machine.Pin (set by the boot flow), on while offline; on_error: fn(exc), what the
+        # application should know, reported from check(); on_up: fn(session), after each connection once
+        # its subscriptions are sent; ping: when an unanswered PINGREQ went out.
+        self.led = self.on_error = self.on_set = self.on_up = self.link = self.ping = None
+        self.want = {}  # post id -> its reply (None until it arrives), for each post waiting
         self.topic = ("/sys/%s/%s/thing/" % (cred["pk"], cred["dn"])).encode()
-        # topic -> fn(topic, payload); None: the post replies, True: property sets (both in link.py)
+        # topic -> fn(topic, payload); None: the post replies, True: property sets (both in link.py). What
+        # we want: a refusal never removes a topic, every connection subscribes them all.
         self.subs = {self.topic + b"event/property/post_reply": None}
         self.pend = {}  # packet id -> topic, until its SUBACK
-        self.connects = self.fails = self.n = self.up = 0
-        self.next = self.tx = self.rx = self.t = time.ticks_ms()
+        # fails: connections in a row that failed or were lost young (the backoff's exponent); depth:
+        # handlers running; ok: the link has answered (a round trip), since: when it was made.
+        self.connects = self.fails = self.n = self.up = self.depth = 0
+        self.ok = False
+        self.next = self.tx = self.rx = self.t = self.since = time.ticks_ms()
 
     @property
     def online(self):
@@ -47,14 +52,36 @@ class Session:
             self.link.close()
             self.link = None
 
+    def report(self, e):
+        """Hand e to on_error (or the log): events.py, loaded for the call only."""
+        from aliyun_iot import events
+
+        try:
+            events.report(self, e)
+        finally:
+            forget("events")
+
     def _lost(self, e):
-        log("link lost (%s): reconnecting" % e.code)
+        # Once per link. A link that had not proven itself (a round trip, then a minute up) counts as a
+        # failed connection: the backoff grows. The server closing a link that had answered is named
+        # kicked (another login with this credential, as the platform does) and reported; kicked young,
+        # it backs off on the long cap, as a refused login does.
+        if self.link is None:
+            return
+        now = time.ticks_ms()
+        kicked = self.ok and e.code in ("closed", "tls_eof")
+        log("link lost (%s): reconnecting" % ("kicked" if kicked else e.code))
         self.close()
         forget("neterr")  # imported to name the failure; not held while online
         if self.led:
             self.led.value(1)
-        self.fails = 0
-        self.next = time.ticks_add(time.ticks_ms(), backoff_ms(0, self.cfg["backoff_ms"]))
+        young = not self.ok or time.ticks_diff(now, self.since) < 60000
+        self.fails = self.fails + 1 if young else 0
+        cap = self.cfg["refused_cap_s" if kicked and young else "retry_cap_s"]
+        self.next = time.ticks_add(now, backoff_ms(self.fails, self.cfg["backoff_ms"], cap * 1000))
+        if kicked:
+            self.report(IotError("kicked off: the server closed a working link (another login?)", "kicked",
+                                 True))
 
     # ---- serving the link
 
@@ -69,7 +96,7 @@ class Session:
         if wait_ms < 0:  # uptime_s(): the clock only
             return 0
         if self.link is not None:
-            return self.link.serve(self, wait_ms, t0)
+            return self.link.serve(self, time.ticks_add(t0, wait_ms))
         d = time.ticks_diff(self.next, t0)
         if d > 0:
             sleep_ms(min(d, wait_ms))
@@ -87,19 +114,32 @@ class Session:
                 client, raw = up
                 # 4 KB: the largest packet a session takes.
                 self.link = Link(client.sock, self.cfg["timeout"] * 1000, 4096, raw, client)
+                self.link.over = "oversize"  # reported, and the link dropped
                 forget("link")
                 try:
                     for t in self.subs:
                         self.link.sub(self, t)
                 except IotError as e:
                     self._lost(e)
+                if self.link is not None and self.on_up is not None:
+                    self.depth += 1
+                    try:
+                        self.on_up(self)
+                    except MemoryError:
+                        raise
+                    except Exception as e:  # the application's hook must not end the session
+                        self.report(e)
+                    finally:
+                        self.depth -= 1
         return 0
 
     # ---- the application's side
 
     def publish(self, topic, msg):
-        """Publish msg (str: sent as UTF-8, or bytes) on topic at QoS 0. Raises IotError (code offline)
-        when offline; the session reconnects by itself."""
+        """Publish msg (str: sent as UTF-8, or bytes) on topic (str or bytes) at QoS 0. Raises IotError
+        (code offline) when offline; the session reconnects by itself."""
+        if not isinstance(topic, (str, bytes)) or not isinstance(msg, (str, bytes, bytearray)):
+            raise TypeError("publish(topic, msg): str or bytes")
         if self.link is None:
             raise IotError("offline", "offline", True)
         # umqtt.simple (every release, micropython-lib umqtt.simple/simple.py) counts len() of what it is
@@ -116,9 +156,13 @@ class Session:
         self.tx = time.ticks_ms()
 
     def subscribe(self, topic, cb):
-        """Call cb(topic, payload) (both bytes) for every message on topic, also after a reconnect.
-        A refusal is reported (on_error, or the log) and the topic dropped."""
-        t = topic.encode() if isinstance(topic, str) else topic
+        """Call cb(topic, payload) (both bytes) for every message on topic (str or bytes), also after a
+        reconnect. A refusal is reported (on_error, or the log) and tried again at the next connection."""
+        if not isinstance(topic, (str, bytes)) or not callable(cb):
+            raise TypeError("subscribe(topic, cb): topic str or bytes, cb a function")
+        self._sub(topic.encode() if isinstance(topic, str) else topic, cb)
+
+    def _sub(self, t, cb):
         if len(t) > 122:  # checked before it is kept: it is sent again at every reconnection
             raise ValueError("topic longer than 122 bytes")
         self.subs[t] = cb
@@ -131,12 +175,15 @@ class Session:
     def on_property_set(self, fn):
         """fn(params) handles a property set from the cloud and returns the reply code (None: 200)."""
         self.on_set = fn
-        self.subscribe(self.topic + b"service/property/set", True)  # True: events.py (link.py)
+        self._sub(self.topic + b"service/property/set", True)  # True: events.py (link.py)
 
     def post_property(self, params, wait=True):
-        """Post properties; with wait, return the platform's reply once it arrives.
+        """Post properties (a dict); with wait, return the platform's reply once it arrives, within the
+        timeout. A handler may post; one called while another handler waits must use wait=False.
 
-        Raises IotError: "post<code>" when the platform refuses it, timeout, offline."""
+        Raises IotError: "post<code>" when the platform refuses it, timeout, offline, busy."""
+        if type(params) is not dict:
+            raise TypeError('post_property takes a dict: post_property({"temperature": 21})')
         if self.link is None:
             raise IotError("offline", "offline", True)
         return self.link.post(self, params, wait)
