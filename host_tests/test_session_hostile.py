@@ -61,8 +61,8 @@ class Conn:
         with self.lock:
             if trickle:
                 for i in range(len(data)):
-                    self.sock.sendall(data[i : i + 1])
                     time.sleep(trickle)
+                    self.sock.sendall(data[i : i + 1])
             else:
                 self.sock.sendall(data)
 
@@ -158,9 +158,12 @@ class Conn:
         dn, i, t_end = self.dn, 0, time.monotonic() + 8
         try:
             while time.monotonic() < t_end:
-                i += 1
-                self.send(set_msg(dn, b'{"id": "%d", "params": {"i": %d}}' % (i, i)))
-                time.sleep(0.0005)
+                batch = b""
+                for _ in range(20):
+                    i += 1
+                    batch += set_msg(dn, b'{"id": "%d", "params": {"i": %d}}' % (i, i))
+                self.send(batch)
+                time.sleep(0.001)
         except OSError:
             pass
 
@@ -170,12 +173,17 @@ class Conn:
             body = b'{"id": ' + _nested(1500) + b', "code": 200}'
             self.send(publish("/sys/%s/%s/thing/event/property/post_reply" % (PK, dn), body))
         elif case == "trickle":
-            self.send(reply_msg(dn, mid), trickle=0.15)
+            # Each piece the link reads apart (header, length, topic length, topic, payload) trickled over
+            # 1.5 s: a deadline per read would let the whole packet take 7.5 s.
+            r = reply_msg(dn, mid)
+            tl = int.from_bytes(r[2:4], "big")
+            for piece in (r[:1], r[1:2], r[2:4], r[4 : 4 + tl], r[4 + tl :]):
+                self.send(piece, trickle=1.5 / len(piece))
         elif case == "len4":
             r = reply_msg(dn, mid)
             n = len(r) - 2  # a one-byte length: sent again in four bytes, one every 1.5 s
-            body = r[2:]
-            self.send(bytes((r[0], 0x80 | n, 0x80, 0x80, 0x00)) + body, trickle=1.5)
+            self.send(r[:1])
+            self.send(bytes((0x80 | n, 0x80, 0x80, 0x00)) + r[2:], trickle=1.5)
         elif case == "nested" and "outer" in msg["params"]:
             # A set first; the outer post's reply only after the inner post's.
             self.outer = mid
