@@ -12,8 +12,8 @@ from umqtt import simple
 
 from aliyun_iot import IotError, backoff_ms, log, sleep_ms
 
-_real = _ctx = _host = last = None  # while umqtt connects: its socket module, TLS, the socket it opened
-_end = _ms = 0  # the connection's deadline (ticks), and its length
+_real = last = None  # while umqtt connects: its socket module, the socket it opened
+_t = None  # while umqtt connects: [deadline (ticks), its length (ms), TLS context or None, host]
 
 
 def nodelay(sock):
@@ -24,31 +24,32 @@ def nodelay(sock):
         pass
 
 
-# While umqtt.simple connects, this module stands in for its module-level `socket` (socket() and
-# getaddrinfo() below). The socket it gets is a _Conn: TCP, the TLS handshake and the CONNACK end by one
-# deadline, every wait in it at most a second with the watchdog fed. umqtt sees a plain socket (no ssl
-# argument, whatever its generation): the TLS is ours, non-blocking (do_handshake_on_connect=False, driven
-# by umqtt's first write). A socket timeout would not do: on the ESP32 it restarts after every byte that
-# arrives (ports/esp32/modsocket.c@v1.23.0, _socket_read_data), so a trickle holds it for ever.
+# While umqtt.simple connects, this module stands in for its module-level `socket` (the class socket and
+# getaddrinfo() below). TCP, the TLS handshake and the CONNACK end by one deadline, every wait in it at
+# most a second with the watchdog fed. umqtt sees a plain socket (no ssl argument, whatever its
+# generation): the TLS is ours, non-blocking (do_handshake_on_connect=False, driven by umqtt's first
+# write). A socket timeout would not do: on the ESP32 it restarts after every byte that arrives
+# (ports/esp32/modsocket.c@v1.23.0, _socket_read_data), so a trickle holds it for ever.
+# (Few new names and strings: each is a qstr, kept for good.)
 
 
-class _Conn:
+class socket:
     def __init__(self, *args):
         global last
-        self.s = self.raw = last = _real.socket(*args)
+        self.sock = self.raw = last = _real.socket(*args)
         nodelay(self.raw)
-        self.p = select.poll()
+        self.poll = select.poll()
 
     def settimeout(self, t):  # umqtt 1.6's connect(timeout): the deadline rules instead
         pass
 
-    def _wait(self, ev):
-        left = time.ticks_diff(_end, time.ticks_ms())
+    def check(self, ev):
+        left = time.ticks_diff(_t[0], time.ticks_ms())
         if left <= 0:
-            raise IotError("no connection within %d s (TCP, TLS, CONNACK)" % (_ms // 1000), "timeout", True)
+            raise IotError("timeout", "timeout", True)
         sleep_ms(0)
-        self.p.register(self.s, ev)
-        return self.p.poll(min(left, 1000))
+        self.poll.register(self.sock, ev)
+        return self.poll.poll(min(left, 1000))
 
     def connect(self, addr):
         self.raw.setblocking(False)
@@ -58,24 +59,24 @@ class _Conn:
             if e.args[0] not in (115, 119):  # EINPROGRESS: Linux, the ESP32's newlib
                 raise
         while True:
-            r = self._wait(4)  # POLLOUT: connected
+            r = self.check(4)  # POLLOUT: connected
             if r:
                 break
         if r[0][1] & 0x18:  # POLLERR | POLLHUP
-            raise IotError("TCP connection refused or unreachable", "network", True)
-        if _ctx:
-            self.p = select.poll()
+            raise IotError("TCP connect failed", "network", True)
+        if _t[2]:
+            self.poll = select.poll()
             # The handshake runs in the writes below (modtls_mbedtls.c@v1.23.0: socket_write).
-            self.s = _ctx.wrap_socket(self.raw, server_hostname=_host, do_handshake_on_connect=False)
+            self.sock = _t[2].wrap_socket(self.raw, server_hostname=_t[3], do_handshake_on_connect=False)
 
     def write(self, buf, n=None):
         mv = memoryview(buf)
         if n is not None:
             mv = mv[:n]
         while mv:
-            k = self.s.write(mv)
+            k = self.sock.write(mv)
             if k is None:  # not yet (the handshake, or a full buffer): its poll says which way it waits
-                self._wait(4)
+                self.check(4)
             else:
                 mv = mv[k:]
         return n
@@ -84,9 +85,9 @@ class _Conn:
         buf = bytearray(n)
         got = 0
         while got < n:
-            k = self.s.readinto(memoryview(buf)[got:])
+            k = self.sock.readinto(memoryview(buf)[got:])
             if k is None:
-                self._wait(1)
+                self.check(1)
             elif k:
                 got += k
             else:
@@ -94,20 +95,15 @@ class _Conn:
         return buf
 
     def close(self):
-        self.s.close()
-
-
-def socket(*args):
-    return _Conn(*args)
+        self.sock.close()
 
 
 def getaddrinfo(host, *args):
-    global _end
     try:
         r = _real.getaddrinfo(host, *args)
     except OSError as e:
         raise IotError("DNS lookup of %s failed: %s" % (host, e), "dns", True)
-    _end = time.ticks_add(time.ticks_ms(), _ms)  # DNS has no deadline of its own (lwIP's retries)
+    _t[0] = time.ticks_add(time.ticks_ms(), _t[1])  # DNS has no deadline of its own (lwIP's retries)
     return r
 
 
@@ -117,10 +113,10 @@ def dial(cfg, login, tls_on, keepalive, what="connection"):
     CONNACK within 3 x timeout of the DNS answer."""
     host, port = cfg["host"], cfg["port"]  # config.load() resolved them
     t = cfg["timeout"]
-    global _real, _ctx, _host, _end, _ms, last
-    _ctx = cfg["ctx"] if tls_on else None  # built on a near-empty heap (boot, registration) and kept
-    _real, _host, _ms, last = simple.socket, host, 3000 * t, None
-    _end = time.ticks_add(time.ticks_ms(), _ms)
+    global _real, _t, last
+    # The TLS context was built on a near-empty heap (boot, registration) and kept.
+    _t = [time.ticks_add(time.ticks_ms(), 3000 * t), 3000 * t, cfg["ctx"] if tls_on else None, host]
+    _real, last = simple.socket, None
     simple.socket = sys.modules[__name__]
     c = None
     try:
@@ -138,7 +134,7 @@ def dial(cfg, login, tls_on, keepalive, what="connection"):
                 raise
             c.connect(True)
             gen = gen or "1.3.4"
-        c.sock = c.sock.s  # the TLS (or TCP) socket itself, for the Link
+        c.sock = c.sock.sock  # the TLS (or TCP) socket itself, for the Link
     except Exception as e:
         if c is not None and c.sock is not None:
             try:
@@ -153,7 +149,7 @@ def dial(cfg, login, tls_on, keepalive, what="connection"):
         raise err
     finally:
         simple.socket = _real
-        _ctx = None
+        _t = None
     return c, last, gen
 
 
@@ -176,8 +172,7 @@ def retry(s):
         log("connect failed (%s): %s; next try in %d s" % (e.code, e.msg, d // 1000))
         return None
     s.connects += 1  # s.fails stays until the link proves itself (session.py: _lost)
-    s.tx = s.rx = s.since = time.ticks_ms()
-    s.ok = False
+    s.tx = s.rx = s.next = time.ticks_ms()  # next: when the link was made, until it is lost
     s.ping = None
     s.pend = {}
     if s.led:

@@ -2,13 +2,68 @@
 # a property set from the cloud, and the reports of what the application
 # should know (its own failures, messages refused, being kicked off).
 import json
+import time
 
-from aliyun_iot import IotError, log
+from aliyun_iot import IotError, backoff_ms, forget, log
+
+_DEPTH = 16  # JSON nesting taken off the wire (link.py's)
+# What the session reports by key: (code, message).
+_WHAT = {
+    "qos": ("bad_msg", "QoS 2 message dropped: every subscription is QoS 0"),
+    "id": ("bad_msg", "post reply dropped: not an Alink reply"),
+    "kicked": ("kicked", "kicked off: the server closed a working link (another login with this credential)"),
+}
+_USAGE = (
+    'publish(topic, msg): topic str or bytes, msg str (sent as UTF-8) or bytes, e.g. publish(t, "on")',
+    "subscribe(topic, cb): topic str or bytes, cb a function cb(topic, payload)",
+    'post_property takes a dict: post_property({"temperature": 21})',
+)
+
+
+def usage(n):
+    """Raise the TypeError of a misused call (session.py)."""
+    raise TypeError(_USAGE[n])
+
+
+def _lost(s, e):
+    """Close s's lost link (IotError e) and schedule the next connection. A link that had not proven
+    itself (a round trip, then a minute up) counts as a failed connection: the backoff grows. The server
+    closing a link that had answered is named kicked (another login with this credential, as the platform
+    does) and reported; kicked young, it backs off on the long cap, as a refused login does."""
+    now = time.ticks_ms()
+    ok = s.rx != s.next  # it has answered (next: when the link was made)
+    kicked = ok and e.code in ("closed", "tls_eof")
+    log("link lost (%s): reconnecting" % ("kicked" if kicked else e.code))
+    s.close()
+    forget("neterr")  # imported to name the failure; not held while online
+    if s.led:
+        s.led.value(1)
+    young = not ok or time.ticks_diff(now, s.next) < 60000
+    s.fails = s.fails + 1 if young else 0
+    cap = s.cfg["refused_cap_s" if kicked and young else "retry_cap_s"]
+    s.next = time.ticks_add(now, backoff_ms(s.fails, s.cfg["backoff_ms"], cap * 1000))
+    if kicked:
+        report(s, "kicked")
+
+
+def up(s):
+    """s.on_up(s) after a connection; what it raises is reported, never ends the session."""
+    try:
+        s.on_up(s)
+    except MemoryError:
+        raise
+    except Exception as e:  # the application's hook must not end the session
+        report(s, e)
 
 
 def report(s, e):
-    """Hand e to the application's on_error, or log it (with the traceback of a bug). Never raises but
-    MemoryError: an on_error that fails is logged."""
+    """Hand e (an exception, or a key of _WHAT) to the application's on_error, or log it (with the
+    traceback of a bug). Never raises but MemoryError: an on_error that fails is logged."""
+    if isinstance(e, str):
+        c, m = _WHAT[e]
+        e = IotError(m, c, c == "kicked")
+    elif getattr(e, "msg", "")[:11] == "packet over":
+        e = IotError("message dropped: " + e.msg, "oversize", True)
     if s.on_error is not None:
         try:
             s.on_error(e)
@@ -24,6 +79,31 @@ def report(s, e):
     log("application error %s: %s" % (getattr(e, "code", type(e).__name__), e))
 
 
+def deep(b):
+    """True when JSON text b nests deeper than _DEPTH (refused before json.loads builds it)."""
+    if b.count(b"[") + b.count(b"{") <= _DEPTH:
+        return False
+    d = 0
+    q = esc = False
+    for c in b:
+        if q:
+            if esc:
+                esc = False
+            elif c == 92:
+                esc = True
+            elif c == 34:
+                q = False
+        elif c == 34:
+            q = True
+        elif c == 91 or c == 123:
+            d += 1
+            if d > _DEPTH:
+                return True
+        elif c == 93 or c == 125:
+            d -= 1
+    return False
+
+
 def _id(i):
     # An Alink id the reply can carry back: a string ("0" to "4294967295" on the platform) or an integer,
     # within bounds (no float: 1e999 is inf, which is not JSON).
@@ -34,7 +114,7 @@ def property_set(s, topic, payload):
     """Run the application's handler on an Alink property set and answer on ..._reply with its code; a
     request that is not one is reported (bad_msg) and, when its id is usable, answered with 460."""
     r = None
-    if not s.link.deep(payload):
+    if not deep(payload):
         try:
             r = json.loads(payload)
         except (ValueError, RuntimeError):  # not JSON; CPython: RecursionError

@@ -29,8 +29,6 @@ class Link:
     MQTTClient that opened it (its writes come here). An MQTT packet over max_read bytes is refused before
     anything is allocated for it (HTTPS bounds its own reads). Registration and HTTPS use it too."""
 
-    over = "bad_reply"  # the code of a packet over max_read (a session's link: oversize)
-
     def __init__(self, sock, ms, max_read, raw=None, client=None):
         self.sock = sock
         # MicroPython's TLS socket has no settimeout(): the socket under it carries the timeout.
@@ -41,19 +39,9 @@ class Link:
         self.poll.register(sock, 1)
         self.client = client
         self.pid = 0  # the packet id of the last QoS 1 or 2 PUBLISH read
-        self.seen = ()  # the last QoS 1 packet ids handled (a DUP resend of one is not applied again)
+        self.last = ()  # the last QoS 1 packet ids handled (a DUP resend of one is not applied again)
         if client:
             client.sock = self
-
-    def wait(self, end):
-        # One wait for data, by end (ticks): at most a second, the watchdog fed.
-        left = time.ticks_diff(end, time.ticks_ms())
-        if left <= 0:
-            raise IotError("read timed out", "timeout", True)
-        sleep_ms(0)
-        ev = self.poll.poll(min(left, _SLICE_MS))
-        if ev and ev[0][1] & _DEAD:
-            raise IotError("closed", "closed", True)
 
     def read(self, n, part=False, end=None):
         """n bytes by end (ticks; None: ms from now); with part, fewer at the end of the stream (without,
@@ -71,8 +59,14 @@ class Link:
                 from aliyun_iot.neterr import classify
 
                 raise classify(e, "read")
-            if k is None:  # nothing decrypted yet: wait for the rest within the deadline
-                self.wait(end)
+            if k is None:  # nothing decrypted yet: wait for the rest, by end, a second at most, fed
+                left = time.ticks_diff(end, time.ticks_ms())
+                if left <= 0:
+                    raise IotError("read timed out", "timeout", True)
+                sleep_ms(0)
+                ev = self.poll.poll(min(left, _SLICE_MS))
+                if ev and ev[0][1] & _DEAD:
+                    raise IotError("closed", "closed", True)
             elif k:
                 got += k
             elif part:
@@ -108,7 +102,7 @@ class Link:
             if shift > 21:
                 raise IotError("malformed packet", "bad_reply", True)
         if n > self.max_read:
-            raise IotError("packet over %d bytes" % self.max_read, self.over, True)
+            raise IotError("packet over %d bytes" % self.max_read, "bad_reply", True)
         if hdr & 0xF0 != _PUBLISH:
             return hdr, self.read(n, False, end), None
         q = hdr & 0x06
@@ -153,30 +147,6 @@ class Link:
         s.pend[s.n] = t
         self.write(bytes((0x82, 5 + len(t), s.n >> 8, s.n & 255, 0, len(t))) + t + b"\x00")
 
-    def deep(self, b):
-        """True when JSON text b nests deeper than _DEPTH (refused before json.loads builds it)."""
-        if b.count(b"[") + b.count(b"{") <= _DEPTH:
-            return False
-        d = 0
-        q = esc = False
-        for c in b:
-            if q:
-                if esc:
-                    esc = False
-                elif c == 92:
-                    esc = True
-                elif c == 34:
-                    q = False
-            elif c == 34:
-                q = True
-            elif c == 91 or c == 123:
-                d += 1
-                if d > _DEPTH:
-                    return True
-            elif c == 93 or c == 125:
-                d -= 1
-        return False
-
     def serve(self, s, end):
         # s.check() while connected: the packets that arrive by end (ticks), handed to s.subs; once one is
         # handled, only those already waiting, at most _BUDGET in all; a broken link is handed to s._lost().
@@ -210,64 +180,57 @@ class Link:
                     continue
                 hdr, a, b = self.recv()
                 n += 1
-                s.ping = None  # the server spoke: the link is alive, and has answered
-                s.ok = True
+                s.ping = None  # the server spoke: the link is alive, and has answered (rx after next)
                 s.rx = time.ticks_ms()
                 if b is None:
                     if hdr == _SUBACK and len(a) > 2:
                         t = s.pend.pop(a[0] << 8 | a[1], None)
                         if a[2] & 0x80 and t is not None:  # reported; subscribed again at the next connection
-                            s.report(IotError("subscription to %s refused" % t.decode(), "suback"))
+                            s.event(IotError("subscription to %s refused" % t.decode(), "suback"))
                     continue
                 q = hdr & 0x06
                 if q == 0x04:  # QoS 2: never granted (every subscription is QoS 0); no PUBREC, not handled
-                    s.report(IotError("QoS 2 message dropped", "bad_msg"))
+                    s.event("qos")
                     continue
                 if q:
-                    if hdr & 0x08 and self.pid in self.seen:  # a resend of one handled: acknowledged only
+                    if hdr & 0x08 and self.pid in self.last:  # a resend of one handled: acknowledged only
                         continue
-                    self.seen = self.seen[-3:] + (self.pid,)
+                    self.last = self.last[-3:] + (self.pid,)
                 fn = s.subs.get(a, 0)
                 if fn is None:  # a post's reply
-                    self.reply(s, b)
+                    # Kept for the post waiting for its id; replies nobody waits for are dropped unparsed
+                    # (nothing grows per message). A reply has two brackets: one with more than _DEPTH is
+                    # refused unparsed (str() and json.dumps recurse on the C stack; json.loads allocates
+                    # per level).
+                    if s.want:
+                        r = None
+                        if b.count(b"[") + b.count(b"{") <= _DEPTH:
+                            try:
+                                r = json.loads(b)
+                            except (ValueError, RuntimeError):  # not JSON; CPython: RecursionError
+                                pass
+                        i = r.get("id") if isinstance(r, dict) else None
+                        if type(i) is int:
+                            i = str(i)
+                        if isinstance(i, str) and s.want.get(i, 0) is None:
+                            s.want[i] = r
+                        elif r is None:
+                            s.event("id")
                     continue
-                s.depth += 1  # a handler runs (a post from it may wait: post())
-                try:
-                    if fn is True:  # a property set
-                        self.event(s, a, b)
-                    elif fn:
-                        try:
-                            fn(a, b)
-                        except MemoryError:
-                            raise
-                        except Exception as e:  # the application's bug must not end the session
-                            s.report(e)
-                finally:
-                    s.depth -= 1
+                if fn is True:  # a property set
+                    self.event(s, a, b)
+                elif fn:
+                    try:
+                        fn(a, b)
+                    except MemoryError:
+                        raise
+                    except Exception as e:  # the application's bug must not end the session
+                        s.event(e)
         except IotError as e:
-            if e.code == "oversize":
-                s.report(e)
+            if e.code == "bad_reply":  # a packet over the bound or malformed: reported (events.py)
+                s.event(e)
             s._lost(e)
         return n
-
-    def reply(self, s, b):
-        # A post reply: kept for the post waiting for its id; replies nobody waits for are dropped
-        # unparsed (nothing grows per message).
-        if not s.want:
-            return
-        r = None
-        if not self.deep(b):
-            try:
-                r = json.loads(b)
-            except (ValueError, RuntimeError):  # not JSON; CPython: RecursionError
-                pass
-        i = r.get("id") if isinstance(r, dict) else None
-        if type(i) is int:
-            i = str(i)
-        if isinstance(i, str) and s.want.get(i, 0) is None:
-            s.want[i] = r
-        elif r is None:
-            s.report(IotError("post reply dropped: not an Alink reply", "bad_msg"))
 
     def event(self, s, topic, e):
         # A property set (on topic, payload e), in events.py, loaded for the call only.
@@ -280,8 +243,8 @@ class Link:
 
     def post(self, s, params, wait):
         # s.post_property() while connected: one deadline, ms from the publish, for the whole wait.
-        if wait and s.depth > 1:
-            raise IotError("post from a nested handler: use wait=False", "busy")
+        if wait and len(s.want) > 1:  # a post from a handler run while a post from a handler waits
+            raise IotError("busy", "busy")
         s.n = s.n % 65535 + 1
         mid = str(s.n)
         s.publish(s.topic + b"event/property/post", json.dumps({"id": mid, "version": "1.0", "params": params,

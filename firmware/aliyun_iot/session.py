@@ -7,7 +7,7 @@
 # reconnection's TLS handshake has this module and dial.py beside it.
 import time
 
-from aliyun_iot import IotError, backoff_ms, forget, log, sleep_ms
+from aliyun_iot import IotError, _stage, forget, sleep_ms
 
 
 class Session:
@@ -26,17 +26,16 @@ class Session:
         # application should know, reported from check(); on_up: fn(session), after each connection once
         # its subscriptions are sent; ping: when an unanswered PINGREQ went out.
         self.led = self.on_error = self.on_set = self.on_up = self.link = self.ping = None
-        self.want = {}  # post id -> its reply (None until it arrives), for each post waiting
+        self.want = {}  # post id -> its reply (None until it arrives), for each post waiting (2 at most)
         self.topic = ("/sys/%s/%s/thing/" % (cred["pk"], cred["dn"])).encode()
         # topic -> fn(topic, payload); None: the post replies, True: property sets (both in link.py). What
         # we want: a refusal never removes a topic, every connection subscribes them all.
         self.subs = {self.topic + b"event/property/post_reply": None}
         self.pend = {}  # packet id -> topic, until its SUBACK
-        # fails: connections in a row that failed or were lost young (the backoff's exponent); depth:
-        # handlers running; ok: the link has answered (a round trip), since: when it was made.
-        self.connects = self.fails = self.n = self.up = self.depth = 0
-        self.ok = False
-        self.next = self.tx = self.rx = self.t = self.since = time.ticks_ms()
+        # fails: connections in a row that failed or were lost young (the backoff's exponent); next: when
+        # to connect, and while online when the link was made (rx later: it has answered, a round trip).
+        self.connects = self.fails = self.n = self.up = 0
+        self.next = self.tx = self.rx = self.t = time.ticks_ms()
 
     @property
     def online(self):
@@ -52,36 +51,16 @@ class Session:
             self.link.close()
             self.link = None
 
-    def report(self, e):
-        """Hand e to on_error (or the log): events.py, loaded for the call only."""
-        from aliyun_iot import events
+    # What is rare (a report, a lost link, on_up, a misused call) is in events.py, loaded for the call.
 
-        try:
-            events.report(self, e)
-        finally:
-            forget("events")
+    def event(self, e):
+        """Hand e (an exception, or the key of one of events.py's) to on_error, or the log."""
+        _stage("events", "report", (), self, e)
 
     def _lost(self, e):
-        # Once per link. A link that had not proven itself (a round trip, then a minute up) counts as a
-        # failed connection: the backoff grows. The server closing a link that had answered is named
-        # kicked (another login with this credential, as the platform does) and reported; kicked young,
-        # it backs off on the long cap, as a refused login does.
-        if self.link is None:
-            return
-        now = time.ticks_ms()
-        kicked = self.ok and e.code in ("closed", "tls_eof")
-        log("link lost (%s): reconnecting" % ("kicked" if kicked else e.code))
-        self.close()
-        forget("neterr")  # imported to name the failure; not held while online
-        if self.led:
-            self.led.value(1)
-        young = not self.ok or time.ticks_diff(now, self.since) < 60000
-        self.fails = self.fails + 1 if young else 0
-        cap = self.cfg["refused_cap_s" if kicked and young else "retry_cap_s"]
-        self.next = time.ticks_add(now, backoff_ms(self.fails, self.cfg["backoff_ms"], cap * 1000))
-        if kicked:
-            self.report(IotError("kicked off: the server closed a working link (another login?)", "kicked",
-                                 True))
+        # The link is lost: closed, and the next connection scheduled (events.py: the rule).
+        if self.link is not None:
+            _stage("events", "_lost", (), self, e)
 
     # ---- serving the link
 
@@ -114,7 +93,6 @@ class Session:
                 client, raw = up
                 # 4 KB: the largest packet a session takes.
                 self.link = Link(client.sock, self.cfg["timeout"] * 1000, 4096, raw, client)
-                self.link.over = "oversize"  # reported, and the link dropped
                 forget("link")
                 try:
                     for t in self.subs:
@@ -122,15 +100,7 @@ class Session:
                 except IotError as e:
                     self._lost(e)
                 if self.link is not None and self.on_up is not None:
-                    self.depth += 1
-                    try:
-                        self.on_up(self)
-                    except MemoryError:
-                        raise
-                    except Exception as e:  # the application's hook must not end the session
-                        self.report(e)
-                    finally:
-                        self.depth -= 1
+                    _stage("events", "up", (), self)
         return 0
 
     # ---- the application's side
@@ -139,7 +109,7 @@ class Session:
         """Publish msg (str: sent as UTF-8, or bytes) on topic (str or bytes) at QoS 0. Raises IotError
         (code offline) when offline; the session reconnects by itself."""
         if not isinstance(topic, (str, bytes)) or not isinstance(msg, (str, bytes, bytearray)):
-            raise TypeError("publish(topic, msg): str or bytes")
+            _stage("events", "usage", (), 0)
         if self.link is None:
             raise IotError("offline", "offline", True)
         # umqtt.simple (every release, micropython-lib umqtt.simple/simple.py) counts len() of what it is
@@ -159,10 +129,10 @@ class Session:
         """Call cb(topic, payload) (both bytes) for every message on topic (str or bytes), also after a
         reconnect. A refusal is reported (on_error, or the log) and tried again at the next connection."""
         if not isinstance(topic, (str, bytes)) or not callable(cb):
-            raise TypeError("subscribe(topic, cb): topic str or bytes, cb a function")
-        self._sub(topic.encode() if isinstance(topic, str) else topic, cb)
+            _stage("events", "usage", (), 1)
+        self.sub(topic.encode() if isinstance(topic, str) else topic, cb)
 
-    def _sub(self, t, cb):
+    def sub(self, t, cb):
         if len(t) > 122:  # checked before it is kept: it is sent again at every reconnection
             raise ValueError("topic longer than 122 bytes")
         self.subs[t] = cb
@@ -175,7 +145,7 @@ class Session:
     def on_property_set(self, fn):
         """fn(params) handles a property set from the cloud and returns the reply code (None: 200)."""
         self.on_set = fn
-        self._sub(self.topic + b"service/property/set", True)  # True: events.py (link.py)
+        self.sub(self.topic + b"service/property/set", True)  # True: events.py (link.py)
 
     def post_property(self, params, wait=True):
         """Post properties (a dict); with wait, return the platform's reply once it arrives, within the
@@ -183,7 +153,7 @@ class Session:
 
         Raises IotError: "post<code>" when the platform refuses it, timeout, offline, busy."""
         if type(params) is not dict:
-            raise TypeError('post_property takes a dict: post_property({"temperature": 21})')
+            _stage("events", "usage", (), 2)
         if self.link is None:
             raise IotError("offline", "offline", True)
         return self.link.post(self, params, wait)
