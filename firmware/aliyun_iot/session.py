@@ -108,7 +108,9 @@ class Session:
     def publish(self, topic, msg):
         """Publish msg (str: sent as UTF-8, or bytes) on topic (str or bytes) at QoS 0. Raises IotError
         (code offline) when offline; the session reconnects by itself."""
-        if not isinstance(topic, (str, bytes)) or not isinstance(msg, (str, bytes, bytearray)):
+        # type() comparisons: a tuple for isinstance() would be built (allocated) on every publish.
+        t, m = type(topic), type(msg)
+        if t is not str and t is not bytes or m is not str and m is not bytes and m is not bytearray:
             _stage("events", "usage", (), 0)
         if self.link is None:
             raise IotError("offline", "offline", True)
