@@ -80,6 +80,17 @@ if CASE == "close":
     devkit.check("accept-and-close-backs-off", s.connects <= 12, "%d connections" % s.connects)
     sys.exit(0)
 
+ups = []
+
+
+def on_up(sess):
+    # The hook after each connection (the OTA code's): a failure in it is reported, the session goes on.
+    ups.append(sess.connects)
+    if CASE == "kick":
+        raise ValueError("a bug in on_up")
+
+
+s.on_up = on_up
 s.on_property_set(on_set)
 if not until(lambda: s.online, 5000):
     devkit.fail("online", "not online")
@@ -92,6 +103,7 @@ if CASE == "api":
     devkit.raises("publish-an-int", TypeError, s.publish, "/a/b", 21)
     s.publish("/pkHostile1/api/user/x", "h\u00e9")
     devkit.equal("post-a-dict", s.post_property({"temperature": 21})["code"], 200)
+    devkit.equal("on-up-after-the-connection", ups, [1])
 
 elif CASE == "nestset":
     # Sets with an id nested 1,500 deep, id 1e999, params not an object; then a good one.
@@ -119,6 +131,8 @@ elif CASE == "kick":
     until(lambda: s.connects >= 3, 8000)
     devkit.check("kicked-reported", errors.count("kicked") >= 2, repr(errors))
     devkit.check("kicked-young-counts", s.fails >= 2, "fails %d" % s.fails)
+    ok = errors.count("ValueError") >= 3 and ups[:3] == [1, 2, 3]
+    devkit.check("on-up-failure-reported", ok, repr(errors))
 
 elif CASE == "subrefuse":
     # The first connection refuses both own subscriptions, and ends after 1 s; the next grants them.
