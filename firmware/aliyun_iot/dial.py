@@ -4,6 +4,7 @@
 # a session's (re)connection on the policy of the README's "Life after
 # online". Imported for a connection attempt and dropped
 # after it: the running session does not hold this code.
+import gc
 import select
 import sys
 import time
@@ -65,9 +66,13 @@ class socket:
         if r[0][1] & 0x18:  # POLLERR | POLLHUP
             raise IotError("TCP connect failed", "network", True)
         if _t[2]:
-            self.poll = select.poll()
-            # The handshake runs in the writes below (modtls_mbedtls.c@v1.23.0: socket_write).
+            # The TLS socket holds mbedTLS's context (over 500 bytes in one block): the waits' garbage
+            # collected first. The handshake runs in the writes below (modtls_mbedtls.c@v1.23.0:
+            # socket_write).
+            self.poll = r = None
+            gc.collect()
             self.sock = _t[2].wrap_socket(self.raw, server_hostname=_t[3], do_handshake_on_connect=False)
+            self.poll = select.poll()
 
     def write(self, buf, n=None):
         mv = memoryview(buf)
@@ -157,8 +162,6 @@ def retry(s):
     """One connection attempt for offline session s: (the connected MQTTClient, its socket under TLS), for
     the session to wrap in its Link once this module is dropped; None on failure, with the next attempt
     scheduled on the policy."""
-    import gc
-
     gc.collect()  # TLS needs a large contiguous block
     cfg = s.cfg
     try:
