@@ -176,7 +176,7 @@ def retry(s):
         return None
     s.connects += 1  # s.fails stays until the link proves itself (session.py: _lost)
     s.tx = s.next = time.ticks_ms()  # next: when the link was made, until it is lost
-    s.rx = time.ticks_add(s.next, -1)  # any packet that comes sets rx apart from next: it has answered
+    s.rx = time.ticks_add(s.next, -1)  # before next until a packet comes: then it has answered
     s.ping = None
     s.pend = {}
     if s.led:

@@ -31,7 +31,7 @@ def _lost(s, e):
     closing a link that had answered is named kicked (another login with this credential, as the platform
     does) and reported; kicked young, it backs off on the long cap, as a refused login does."""
     now = time.ticks_ms()
-    ok = s.rx != s.next  # it has answered (next: when the link was made)
+    ok = time.ticks_diff(s.rx, s.next) >= 0  # it has answered (next: when the link was made; rx 1 ms before)
     kicked = ok and e.code in ("closed", "tls_eof")
     log("link lost (%s): reconnecting" % ("kicked" if kicked else e.code))
     s.close()

@@ -180,7 +180,7 @@ class Link:
                     continue
                 hdr, a, b = self.recv()
                 n += 1
-                s.ping = None  # the server spoke: the link is alive, and has answered (rx after next)
+                s.ping = None  # the server spoke: the link is alive, and has answered (rx not before next)
                 s.rx = time.ticks_ms()
                 if b is None:
                     if hdr == _SUBACK and len(a) > 2:

@@ -78,6 +78,7 @@ if CASE == "close":
         s.check(50)
     devkit.info("connections in 3 s: %d" % s.connects)
     devkit.check("accept-and-close-backs-off", s.connects <= 12, "%d connections" % s.connects)
+    devkit.check("accept-and-close-not-kicked", "kicked" not in errors, repr(errors))
     sys.exit(0)
 
 ups = []
