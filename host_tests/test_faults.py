@@ -292,7 +292,7 @@ def _config_cases():
     for key, value in out_of_range.items():
         cases.append(("range-" + key, dict(good, **{key: value}), key))
     cases.append(("range-keepalive-high", dict(good, keepalive=1201), "keepalive"))
-    cases.append(("range-wdt-under-6-timeouts", dict(good, timeout=20, wdt_s=119), "wdt_s"))
+    cases.append(("range-wdt-under-timeout-plus-15", dict(good, timeout=20, wdt_s=34), "wdt_s"))
     cases.append(("range-device-name-chars", dict(good, device_name="bad name!"), "device_name"))
     cases.append(("unknown-key", dict(good, product_secert="x"), "product_secert"))
     return [{"name": n, "config": c, "key": k} for n, c, k in cases]

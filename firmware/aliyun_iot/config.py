@@ -93,10 +93,12 @@ def validate(raw, on=None):
             if b != (t == "b") or not b and not isinstance(v, str if t == "s" else int):
                 raise IotError("%s must be of type %s, got %s" % (k, _TYPES[t], type(v).__name__), "config")
         cfg[k] = v
-    # The watchdog must outlast the longest wait of a connection attempt (DNS, TCP, TLS, CONNACK: about
-    # 4 timeouts); unset: 120 s or 6 timeouts; 0: off. Its range comes after timeout's, which it depends on.
+    # The watchdog must outlast the longest stretch that does not feed it: the session's waits feed it
+    # every second; what blocks is one socket write or HTTPS operation (up to timeout), a DNS lookup
+    # (lwIP's retries) and a TLS handshake's arithmetic (seconds): timeout + 15 s, at least 30 s. Unset:
+    # 120 s; 0: off. Its range comes after timeout's, which it depends on.
     ranges = list(RANGES.items())
-    wdt_lo = max(30, 6 * cfg["timeout"])
+    wdt_lo = max(30, cfg["timeout"] + 15)
     if cfg["wdt_s"] is None:
         cfg["wdt_s"] = max(120, wdt_lo)
     elif cfg["wdt_s"]:

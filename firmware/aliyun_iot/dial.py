@@ -1,17 +1,20 @@
 # Opening an MQTT connection through whichever umqtt.simple generation the
-# firmware carries (1.3.4: ssl=True + ssl_params; 1.4.0: SSLContext only;
-# 1.6+: both), detected from what its constructor and connect() accept, never
-# from a version number; and a session's (re)connection on the policy of
-# docs/life-after-online.md. Imported for a connection attempt and dropped
-# after it: the running session does not hold this code.
+# firmware carries (1.3.4, 1.4.0, 1.6+: their constructors and connect()
+# differ), detected from what they accept, never from a version number; and
+# a session's (re)connection on the policy of docs/life-after-online.md.
+# Imported for a connection attempt and dropped after it: the running
+# session does not hold this code.
+import gc
+import select
 import sys
 import time
 
 from umqtt import simple
 
-from aliyun_iot import IotError, _stage, backoff_ms, log
+from aliyun_iot import IotError, backoff_ms, log, sleep_ms
 
-_real = _t = last = None  # while umqtt connects: its socket module, the timeout, the socket it opened
+_real = last = None  # while umqtt connects: its socket module, the socket it opened
+_t = None  # while umqtt connects: [deadline (ticks), its length (ms), TLS context or None, host]
 
 
 def nodelay(sock):
@@ -22,43 +25,111 @@ def nodelay(sock):
         pass
 
 
-# While umqtt.simple connects, this module stands in for its module-level `socket` (socket() and
-# getaddrinfo() below), so that the socket it opens has a timeout (1.3.4 and 1.4.0 connect() take none)
-# and Nagle off, and a failed DNS lookup is named.
+# While umqtt.simple connects, this module stands in for its module-level `socket` (the class socket and
+# getaddrinfo() below). TCP, the TLS handshake and the CONNACK end by one deadline, every wait in it at
+# most a second with the watchdog fed. umqtt sees a plain socket (no ssl argument, whatever its
+# generation): the TLS is ours, non-blocking (do_handshake_on_connect=False, driven by umqtt's first
+# write). A socket timeout would not do: on the ESP32 it restarts after every byte that arrives
+# (ports/esp32/modsocket.c@v1.23.0, _socket_read_data), so a trickle holds it for ever.
+# (Few new names and strings: each is a qstr, kept for good.)
 
 
-def socket(*args):
-    global last
-    s = last = _real.socket(*args)
-    s.settimeout(_t)
-    nodelay(s)
-    return s
+class socket:
+    def __init__(self, *args):
+        global last
+        self.sock = self.raw = last = _real.socket(*args)
+        nodelay(self.raw)
+        self.poll = select.poll()
+
+    def settimeout(self, t):  # umqtt 1.6's connect(timeout): the deadline rules instead
+        pass
+
+    def check(self, ev):
+        left = time.ticks_diff(_t[0], time.ticks_ms())
+        if left <= 0:
+            raise IotError("timeout", "timeout", True)
+        sleep_ms(0)
+        self.poll.register(self.sock, ev)
+        return self.poll.poll(min(left, 1000))
+
+    def connect(self, addr):
+        self.raw.setblocking(False)
+        try:
+            self.raw.connect(addr)
+        except OSError as e:
+            if e.args[0] not in (115, 119):  # EINPROGRESS: Linux, the ESP32's newlib
+                raise
+        while True:
+            r = self.check(4)  # POLLOUT: connected
+            if r:
+                break
+        if r[0][1] & 0x18:  # POLLERR | POLLHUP
+            raise IotError("TCP connect failed", "network", True)
+        if _t[2]:
+            # The TLS socket holds mbedTLS's context (over 500 bytes in one block): the waits' garbage
+            # collected first. The handshake runs in the writes below (modtls_mbedtls.c@v1.23.0:
+            # socket_write).
+            self.poll = r = None
+            gc.collect()
+            self.sock = _t[2].wrap_socket(self.raw, server_hostname=_t[3], do_handshake_on_connect=False)
+            self.poll = select.poll()
+
+    def write(self, buf, n=None):
+        mv = memoryview(buf)
+        if n is not None:
+            mv = mv[:n]
+        while mv:
+            k = self.sock.write(mv)
+            if k is None:  # not yet (the handshake, or a full buffer): its poll says which way it waits
+                self.check(4)
+            else:
+                mv = mv[k:]
+        return n
+
+    def read(self, n):
+        buf = bytearray(n)
+        got = 0
+        while got < n:
+            k = self.sock.readinto(memoryview(buf)[got:])
+            if k is None:
+                self.check(1)
+            elif k:
+                got += k
+            else:
+                return buf[:got]  # umqtt: not a CONNACK
+        return buf
+
+    def close(self):
+        self.sock.close()
 
 
 def getaddrinfo(host, *args):
     try:
-        return _real.getaddrinfo(host, *args)
+        r = _real.getaddrinfo(host, *args)
     except OSError as e:
         raise IotError("DNS lookup of %s failed: %s" % (host, e), "dns", True)
+    _t[0] = time.ticks_add(time.ticks_ms(), _t[1])  # DNS has no deadline of its own (lwIP's retries)
+    return r
 
 
 def dial(cfg, login, tls_on, keepalive, what="connection"):
     """Connect and return (the connected MQTTClient, its socket under TLS, the umqtt.simple API
-    generation); IotError when it cannot (code connack<rc> for a CONNACK refusal)."""
+    generation); IotError when it cannot (code connack<rc> for a CONNACK refusal). TCP, TLS and the
+    CONNACK within 3 x timeout of the DNS answer."""
     host, port = cfg["host"], cfg["port"]  # config.load() resolved them
     t = cfg["timeout"]
-    ctx = cfg["ctx"] if tls_on else None  # built on a near-empty heap (boot, registration) and kept
     global _real, _t, last
-    _real, _t, last = simple.socket, t, None
+    # The TLS context was built on a near-empty heap (boot, registration) and kept.
+    _t = [time.ticks_add(time.ticks_ms(), 3000 * t), 3000 * t, cfg["ctx"] if tls_on else None, host]
+    _real, last = simple.socket, None
     simple.socket = sys.modules[__name__]
     c = None
     try:
         try:
-            c = simple.MQTTClient(login[0], host, port, login[1], login[2], keepalive, ssl=ctx,
-                                  ssl_params={})
+            c = simple.MQTTClient(login[0], host, port, login[1], login[2], keepalive, ssl_params={})
             gen = None  # 1.3.4 or 1.6: connect() tells
         except TypeError:
-            c = simple.MQTTClient(login[0], host, port, login[1], login[2], keepalive, ssl=ctx)
+            c = simple.MQTTClient(login[0], host, port, login[1], login[2], keepalive)
             gen = "1.4.0"
         try:
             c.connect(True, t)
@@ -66,10 +137,9 @@ def dial(cfg, login, tls_on, keepalive, what="connection"):
         except TypeError:
             if c.sock is not None:
                 raise
-            if ctx and gen is None:  # 1.3.4: ssl is a flag, and the root goes in ssl_params every time
-                c.ssl_params = _stage("tls", "params", (), cfg, host)
             c.connect(True)
             gen = gen or "1.3.4"
+        c.sock = c.sock.sock  # the TLS (or TCP) socket itself, for the Link
     except Exception as e:
         if c is not None and c.sock is not None:
             try:
@@ -84,6 +154,7 @@ def dial(cfg, login, tls_on, keepalive, what="connection"):
         raise err
     finally:
         simple.socket = _real
+        _t = None
     return c, last, gen
 
 
@@ -91,8 +162,6 @@ def retry(s):
     """One connection attempt for offline session s: (the connected MQTTClient, its socket under TLS), for
     the session to wrap in its Link once this module is dropped; None on failure, with the next attempt
     scheduled on the policy."""
-    import gc
-
     gc.collect()  # TLS needs a large contiguous block
     cfg = s.cfg
     try:
@@ -105,9 +174,9 @@ def retry(s):
         s.next = time.ticks_add(time.ticks_ms(), d)
         log("connect failed (%s): %s; next try in %d s" % (e.code, e.msg, d // 1000))
         return None
-    s.fails = 0
-    s.connects += 1
-    s.tx = s.rx = time.ticks_ms()
+    s.connects += 1  # s.fails stays until the link proves itself (session.py: _lost)
+    s.tx = s.next = time.ticks_ms()  # next: when the link was made, until it is lost
+    s.rx = time.ticks_add(s.next, -1)  # before next until a packet comes: then it has answered
     s.ping = None
     s.pend = {}
     if s.led:

@@ -20,6 +20,8 @@ _PUBLISH = const(0x30)
 _SUBACK = const(0x90)
 _SLICE_MS = const(1000)  # longest single wait, so the watchdog is fed
 _DEAD = const(0x38)  # POLLERR | POLLHUP | POLLNVAL (a TLS socket that has failed)
+_BUDGET = const(8)  # packets one serve() handles at most: what keeps arriving waits for the next call
+_DEPTH = const(16)  # JSON nesting taken off the wire (str() and json.dumps recurse on the C stack)
 
 
 class Link:
@@ -36,15 +38,19 @@ class Link:
         self.poll = select.poll()
         self.poll.register(sock, 1)
         self.client = client
+        self.pid = 0  # the packet id of the last QoS 1 or 2 PUBLISH read
+        self.last = ()  # the last QoS 1 packet ids handled (a DUP resend of one is not applied again)
         if client:
             client.sock = self
 
-    def read(self, n, part=False):
-        """n bytes; with part, fewer at the end of the stream (without, the end is IotError closed)."""
+    def read(self, n, part=False, end=None):
+        """n bytes by end (ticks; None: ms from now); with part, fewer at the end of the stream (without,
+        the end is IotError closed)."""
         buf = bytearray(n)
         mv = memoryview(buf)
         got = 0
-        t0 = time.ticks_ms()
+        if end is None:
+            end = time.ticks_add(time.ticks_ms(), self.ms)
         self.raw.settimeout(0)
         while got < n:
             try:
@@ -53,11 +59,12 @@ class Link:
                 from aliyun_iot.neterr import classify
 
                 raise classify(e, "read")
-            if k is None:  # nothing decrypted yet: wait for the rest within the deadline
-                left = self.ms - time.ticks_diff(time.ticks_ms(), t0)
+            if k is None:  # nothing decrypted yet: wait for the rest, by end, a second at most, fed
+                left = time.ticks_diff(end, time.ticks_ms())
                 if left <= 0:
                     raise IotError("read timed out", "timeout", True)
-                ev = self.poll.poll(left)
+                sleep_ms(0)
+                ev = self.poll.poll(min(left, _SLICE_MS))
                 if ev and ev[0][1] & _DEAD:
                     raise IotError("closed", "closed", True)
             elif k:
@@ -80,12 +87,14 @@ class Link:
             raise classify(e, "write")
 
     def recv(self):
-        """The next packet, which has started to arrive: (header byte, topic, payload) for a PUBLISH
-        (acknowledged if QoS 1), else (header byte, body, None)."""
-        hdr = self.read(1)[0]
+        """The next packet, which has started to arrive, whole within ms of now (a trickle cannot hold
+        it): (header byte, topic, payload) for a PUBLISH (acknowledged if QoS 1), else (header byte, body,
+        None)."""
+        end = time.ticks_add(time.ticks_ms(), self.ms)
+        hdr = self.read(1, False, end)[0]
         n = shift = 0
         while True:
-            b = self.read(1)[0]
+            b = self.read(1, False, end)[0]
             n |= (b & 0x7F) << shift
             if not b & 0x80:
                 break
@@ -95,20 +104,25 @@ class Link:
         if n > self.max_read:
             raise IotError("packet over %d bytes" % self.max_read, "bad_reply", True)
         if hdr & 0xF0 != _PUBLISH:
-            return hdr, self.read(n), None
+            return hdr, self.read(n, False, end), None
+        q = hdr & 0x06
+        if q == 0x06:  # QoS 3 does not exist: a malformed packet (MQTT 3.1.1, 3.3.1-4)
+            raise IotError("malformed packet", "bad_reply", True)
         # A PUBLISH: its topic and its payload read apart (two smaller blocks find room in a fragmented
         # heap where one would not).
-        b = self.read(2) if n > 1 else b"\xff\xff"
+        b = self.read(2, False, end) if n > 1 else b"\xff\xff"
         tl = b[0] << 8 | b[1]
-        pos = 2 + tl + (2 if hdr & 0x06 else 0)
+        pos = 2 + tl + (2 if q else 0)
         if pos > n:
             raise IotError("malformed packet", "bad_reply", True)
-        topic = bytes(self.read(tl))
-        if hdr & 0x06:
-            b = self.read(2)
-            if hdr & 0x06 == 0x02:
-                self.write(b"\x40\x02" + b)
-        return hdr, topic, self.read(n - pos)
+        topic = bytes(self.read(tl, False, end))
+        if q:
+            b = self.read(2, False, end)
+            self.pid = b[0] << 8 | b[1]
+        b = self.read(n - pos, False, end)
+        if q == 0x02:
+            self.write(b"\x40\x02" + bytes((self.pid >> 8, self.pid & 255)))
+        return hdr, topic, b
 
     def close(self):
         """Send DISCONNECT (MQTT) and close; errors on the way out are not news."""
@@ -133,15 +147,15 @@ class Link:
         s.pend[s.n] = t
         self.write(bytes((0x82, 5 + len(t), s.n >> 8, s.n & 255, 0, len(t))) + t + b"\x00")
 
-    def serve(self, s, wait_ms, t0):
-        # s.check() while connected: the packets that arrive within wait_ms of t0, handed to s.subs; a
-        # broken link is handed to s._lost().
+    def serve(self, s, end):
+        # s.check() while connected: the packets that arrive by end (ticks), handed to s.subs; once one is
+        # handled, only those already waiting, at most _BUDGET in all; a broken link is handed to s._lost().
         n = 0
         try:
-            while s.link is self:
+            while s.link is self and n < _BUDGET:
                 now = time.ticks_ms()
                 sleep_ms(0)  # the watchdog
-                left = min(0 if n else wait_ms - time.ticks_diff(now, t0), _SLICE_MS)
+                left = min(0 if n else time.ticks_diff(end, now), _SLICE_MS)
                 # Keepalive: PINGREQ after half the keepalive without a packet either way; its PINGRESP
                 # within the timeout, or the link is dead (a half-open link is otherwise found late).
                 if s.ping is not None:
@@ -161,76 +175,97 @@ class Link:
                 if ev and ev[0][1] & _DEAD:  # a TLS socket that has failed
                     raise IotError("closed", "closed", True)
                 if not ev:
-                    if n or time.ticks_diff(time.ticks_ms(), t0) >= wait_ms:
+                    if n or time.ticks_diff(end, time.ticks_ms()) <= 0:
                         break
                     continue
                 hdr, a, b = self.recv()
                 n += 1
-                s.ping = None  # the server spoke: the link is alive
+                s.ping = None  # the server spoke: the link is alive, and has answered (rx not before next)
                 s.rx = time.ticks_ms()
-                if b is not None:
-                    fn = s.subs.get(a, 0)
-                    if fn is None:  # a post's reply
-                        try:
-                            r = json.loads(b)
-                        except ValueError:
-                            continue
-                        if isinstance(r, dict) and isinstance(s.want, str) and str(r.get("id")) == s.want:
-                            s.want = r  # replies nobody waits for are dropped: nothing grows per message
-                    elif fn is True:  # a property set
-                        self.event(s, a, b)
-                    elif fn:
-                        try:
-                            fn(a, b)
-                        except MemoryError:
-                            raise
-                        except Exception as e:  # the application's bug must not end the session
-                            self.event(s, None, e)
-                elif hdr == _SUBACK and len(a) > 2:
-                    t = s.pend.pop(a[0] << 8 | a[1], None)
-                    if a[2] & 0x80 and t is not None:
-                        s.subs.pop(t, None)  # not sent again on every reconnect
-                        self.event(s, None, IotError("subscription to %s refused" % t.decode(), "suback"))
+                if b is None:
+                    if hdr == _SUBACK and len(a) > 2:
+                        t = s.pend.pop(a[0] << 8 | a[1], None)
+                        if a[2] & 0x80 and t is not None:  # reported; subscribed again at the next connection
+                            s.event(IotError("subscription to %s refused" % t.decode(), "suback"))
+                    continue
+                q = hdr & 0x06
+                if q == 0x04:  # QoS 2: never granted (every subscription is QoS 0); no PUBREC, not handled
+                    s.event("qos")
+                    continue
+                if q:
+                    if hdr & 0x08 and self.pid in self.last:  # a resend of one handled: acknowledged only
+                        continue
+                    self.last = self.last[-3:] + (self.pid,)
+                fn = s.subs.get(a, 0)
+                if fn is None:  # a post's reply
+                    # Kept for the post waiting for its id; replies nobody waits for are dropped unparsed
+                    # (nothing grows per message). A reply has two brackets: one with more than _DEPTH is
+                    # refused unparsed (str() and json.dumps recurse on the C stack; json.loads allocates
+                    # per level).
+                    if s.want:
+                        r = None
+                        if b.count(b"[") + b.count(b"{") <= _DEPTH:
+                            try:
+                                r = json.loads(b)
+                            except (ValueError, RuntimeError):  # not JSON; CPython: RecursionError
+                                pass
+                        i = r.get("id") if isinstance(r, dict) else None
+                        if type(i) is int:
+                            i = str(i)
+                        if isinstance(i, str) and s.want.get(i, 0) is None:
+                            s.want[i] = r
+                        elif r is None:
+                            s.event("id")
+                    continue
+                if fn is True:  # a property set
+                    self.event(s, a, b)
+                elif fn:
+                    try:
+                        fn(a, b)
+                    except MemoryError:
+                        raise
+                    except Exception as e:  # the application's bug must not end the session
+                        s.event(e)
         except IotError as e:
+            if e.code == "bad_reply":  # a packet over the bound or malformed: reported (events.py)
+                s.event(e)
             s._lost(e)
         return n
 
     def event(self, s, topic, e):
-        # The rare paths live in events.py, loaded for the call only: a property set (on topic, payload e),
-        # or a report of the application's failure e (topic None).
+        # A property set (on topic, payload e), in events.py, loaded for the call only.
         from aliyun_iot import events
 
         try:
-            if topic is None:
-                events.report(s, e)
-            else:
-                events.property_set(s, topic, e)
+            events.property_set(s, topic, e)
         finally:
             forget("events")
 
     def post(self, s, params, wait):
-        # s.post_property() while connected.
+        # s.post_property() while connected: one deadline, ms from the publish, for the whole wait.
+        if wait and len(s.want) > 1:  # a post from a handler run while a post from a handler waits
+            raise IotError("busy", "busy")
         s.n = s.n % 65535 + 1
         mid = str(s.n)
         s.publish(s.topic + b"event/property/post", json.dumps({"id": mid, "version": "1.0", "params": params,
                                                                 "method": "thing.event.property.post"}))
         if not wait:
             return None
-        t0 = time.ticks_ms()
-        s.want = mid
+        end = time.ticks_add(time.ticks_ms(), self.ms)
+        w = s.want  # id -> its reply (None until it comes); a post from a handler adds its own
+        w[mid] = None
         try:
-            while not isinstance(s.want, dict):
-                if s.link is None:
+            while w[mid] is None:
+                if s.link is not self:
                     raise IotError("link lost", "closed", True)
-                left = self.ms - time.ticks_diff(time.ticks_ms(), t0)
-                if left <= 0:
+                if time.ticks_diff(end, time.ticks_ms()) <= 0:
                     # Is the link still there? The next check() sends a PINGREQ and finds out.
                     s.tx = time.ticks_add(time.ticks_ms(), -s.cfg["keepalive"] * 500)
                     raise IotError("no post reply", "timeout", True)
-                self.serve(s, left, time.ticks_ms())
-            r = s.want
+                self.serve(s, end)
+            r = w[mid]
         finally:
-            s.want = None
+            w.pop(mid, None)
         c = r.get("code")
         if c != 200:
             raise IotError("post refused: %s" % c, "post%s" % c, c == 429)

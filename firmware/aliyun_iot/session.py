@@ -7,14 +7,11 @@
 # reconnection's TLS handshake has this module and dial.py beside it.
 import time
 
-from aliyun_iot import IotError, backoff_ms, forget, log, sleep_ms
+from aliyun_iot import IotError, _stage, forget, sleep_ms
 
 
 class Session:
     """The device's MQTT session. Call check() from the application's loop, at least every second."""
-
-    on_up = None  # fn(session) after every connection, once its subscriptions are sent (a class attribute:
-    # the instance's dict is not grown for it until one is set)
 
     def __init__(self, cfg, cred):
         from aliyun_iot import creds
@@ -25,14 +22,18 @@ class Session:
         # context the boot built (None without TLS).
         self.cfg = {k: cfg.get(k) for k in ("host", "port", "tls", "ca", "ctx", "timeout", "keepalive",
                                              "backoff_ms", "retry_cap_s", "refused_cap_s")}
-        # led: a machine.Pin (set by the boot flow), on while offline; on_error: fn(exc), the application's
-        # failures reported from check(); ping: when an unanswered PINGREQ went out; want: the post id
-        # awaited (a str), then its reply (a dict).
-        self.led = self.on_error = self.on_set = self.link = self.ping = self.want = None
+        # led: a machine.Pin (set by the boot flow), on while offline; on_error: fn(exc), what the
+        # application should know, reported from check(); on_up: fn(session), after each connection once
+        # its subscriptions are sent; ping: when an unanswered PINGREQ went out.
+        self.led = self.on_error = self.on_set = self.on_up = self.link = self.ping = None
+        self.want = {}  # post id -> its reply (None until it arrives), for each post waiting (2 at most)
         self.topic = ("/sys/%s/%s/thing/" % (cred["pk"], cred["dn"])).encode()
-        # topic -> fn(topic, payload); None: the post replies, True: property sets (both in link.py)
+        # topic -> fn(topic, payload); None: the post replies, True: property sets (both in link.py). What
+        # we want: a refusal never removes a topic, every connection subscribes them all.
         self.subs = {self.topic + b"event/property/post_reply": None}
         self.pend = {}  # packet id -> topic, until its SUBACK
+        # fails: connections in a row that failed or were lost young (the backoff's exponent); next: when
+        # to connect, and while online when the link was made (rx later: it has answered, a round trip).
         self.connects = self.fails = self.n = self.up = 0
         self.next = self.tx = self.rx = self.t = time.ticks_ms()
 
@@ -50,14 +51,16 @@ class Session:
             self.link.close()
             self.link = None
 
+    # What is rare (a report, a lost link, on_up, a misused call) is in events.py, loaded for the call.
+
+    def event(self, e):
+        """Hand e (an exception, or the key of one of events.py's) to on_error, or the log."""
+        _stage("events", "report", (), self, e)
+
     def _lost(self, e):
-        log("link lost (%s): reconnecting" % e.code)
-        self.close()
-        forget("neterr")  # imported to name the failure; not held while online
-        if self.led:
-            self.led.value(1)
-        self.fails = 0
-        self.next = time.ticks_add(time.ticks_ms(), backoff_ms(0, self.cfg["backoff_ms"]))
+        # The link is lost: closed, and the next connection scheduled (events.py: the rule).
+        if self.link is not None:
+            _stage("events", "_lost", (), self, e)
 
     # ---- serving the link
 
@@ -72,7 +75,7 @@ class Session:
         if wait_ms < 0:  # uptime_s(): the clock only
             return 0
         if self.link is not None:
-            return self.link.serve(self, wait_ms, t0)
+            return self.link.serve(self, time.ticks_add(t0, wait_ms))
         d = time.ticks_diff(self.next, t0)
         if d > 0:
             sleep_ms(min(d, wait_ms))
@@ -96,21 +99,19 @@ class Session:
                         self.link.sub(self, t)
                 except IotError as e:
                     self._lost(e)
-                lk = self.link
-                if self.on_up and lk:
-                    try:
-                        self.on_up(self)
-                    except MemoryError:
-                        raise
-                    except Exception as e:  # reported (events.py), never the end of the session
-                        lk.event(self, None, e)
+                if self.link is not None and self.on_up is not None:
+                    _stage("events", "up", (), self)
         return 0
 
     # ---- the application's side
 
     def publish(self, topic, msg):
-        """Publish msg (str: sent as UTF-8, or bytes) on topic at QoS 0. Raises IotError (code offline)
-        when offline; the session reconnects by itself."""
+        """Publish msg (str: sent as UTF-8, or bytes) on topic (str or bytes) at QoS 0. Raises IotError
+        (code offline) when offline; the session reconnects by itself."""
+        # type() comparisons: a tuple for isinstance() would be built (allocated) on every publish.
+        t, m = type(topic), type(msg)
+        if t is not str and t is not bytes or m is not str and m is not bytes and m is not bytearray:
+            _stage("events", "usage", (), 0)
         if self.link is None:
             raise IotError("offline", "offline", True)
         # umqtt.simple (every release, micropython-lib umqtt.simple/simple.py) counts len() of what it is
@@ -127,9 +128,13 @@ class Session:
         self.tx = time.ticks_ms()
 
     def subscribe(self, topic, cb):
-        """Call cb(topic, payload) (both bytes) for every message on topic, also after a reconnect.
-        A refusal is reported (on_error, or the log) and the topic dropped."""
-        t = topic.encode() if isinstance(topic, str) else topic
+        """Call cb(topic, payload) (both bytes) for every message on topic (str or bytes), also after a
+        reconnect. A refusal is reported (on_error, or the log) and tried again at the next connection."""
+        if not isinstance(topic, (str, bytes)) or not callable(cb):
+            _stage("events", "usage", (), 1)
+        self.sub(topic.encode() if isinstance(topic, str) else topic, cb)
+
+    def sub(self, t, cb):
         if len(t) > 122:  # checked before it is kept: it is sent again at every reconnection
             raise ValueError("topic longer than 122 bytes")
         self.subs[t] = cb
@@ -142,12 +147,15 @@ class Session:
     def on_property_set(self, fn):
         """fn(params) handles a property set from the cloud and returns the reply code (None: 200)."""
         self.on_set = fn
-        self.subscribe(self.topic + b"service/property/set", True)  # True: events.py (link.py)
+        self.sub(self.topic + b"service/property/set", True)  # True: events.py (link.py)
 
     def post_property(self, params, wait=True):
-        """Post properties; with wait, return the platform's reply once it arrives.
+        """Post properties (a dict); with wait, return the platform's reply once it arrives, within the
+        timeout. A handler may post; one called while another handler waits must use wait=False.
 
-        Raises IotError: "post<code>" when the platform refuses it, timeout, offline."""
+        Raises IotError: "post<code>" when the platform refuses it, timeout, offline, busy."""
+        if type(params) is not dict:
+            _stage("events", "usage", (), 2)
         if self.link is None:
             raise IotError("offline", "offline", True)
         return self.link.post(self, params, wait)

@@ -79,8 +79,3 @@ def for_host(cfg, host):
     for der in roots(cfg, host):
         ctx.load_verify_locations(cadata=der)
     return ctx
-
-
-def params(cfg, host):
-    """umqtt.simple 1.3.4's ssl_params (its ssl.wrap_socket takes a single root), for each connection."""
-    return {"cert_reqs": ssl.CERT_REQUIRED, "cadata": roots(cfg, host)[0], "server_hostname": host}
