@@ -288,6 +288,8 @@ def _config_cases():
         "retry_cap_s": 0,
         "refused_cap_s": 86401,
         "wdt_s": 29,
+        "ota_trial_boots": 0,
+        "ota_trial_s": 59,
     }
     for key, value in out_of_range.items():
         cases.append(("range-" + key, dict(good, **{key: value}), key))

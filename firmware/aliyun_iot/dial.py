@@ -75,7 +75,8 @@ class socket:
             self.poll = select.poll()
 
     def write(self, buf, n=None):
-        mv = memoryview(buf)
+        # umqtt.simple writes a str field as it is (its UTF-8, as a socket's write does on the board)
+        mv = memoryview(buf.encode() if type(buf) is str else buf)
         if n is not None:
             mv = mv[:n]
         while mv:
