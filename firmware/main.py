@@ -37,7 +37,7 @@ def app(s):
 
 def main():
     s = aliyun_iot.connect()
-    otahook.start(s)  # updates over the air (README: OTA); leave out to go without
+    otahook.start(s)  # updates over the air (docs/ota.md); leave out to go without
     app(s)
 
 

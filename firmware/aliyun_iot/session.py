@@ -128,7 +128,7 @@ class Session:
         self.tx = time.ticks_ms()
 
     def subscribe(self, topic, cb):
-        """Call cb(topic, payload) (both bytes) for every message on topic (str or bytes), also after a
+        """Call cb(topic: bytes, payload: bytearray) for every message on topic (str or bytes), also after a
         reconnect. A refusal is reported (on_error, or the log) and tried again at the next connection."""
         if not isinstance(topic, (str, bytes)) or not callable(cb):
             _stage("events", "usage", (), 1)
