@@ -96,7 +96,21 @@ def _handlers(ctx):
         except OSError:
             return
 
-    return {"ragged": ragged, "hscut": hscut, "nolen": nolen, "short": short, "silent": silent}
+    def trickle(conn):
+        # A TLS record header where the ServerHello should be, then one byte every 0.3 s: a socket timeout
+        # that restarts on every byte (the ESP32's, ports/esp32/modsocket.c) never ends it.
+        with conn:
+            try:
+                conn.recv(4096)
+                conn.sendall(b"\x16\x03\x03\x40\x00")
+                for _ in range(100):
+                    time.sleep(0.3)
+                    conn.sendall(b"\x02")
+            except OSError:
+                pass
+
+    return {"ragged": ragged, "hscut": hscut, "nolen": nolen, "short": short, "silent": silent,
+            "trickle": trickle}
 
 
 def _run(runtime, pki, tmp_path, env=None, **params):
@@ -118,6 +132,14 @@ def _run(runtime, pki, tmp_path, env=None, **params):
 def test_board_shapes_on_both_runtimes(runtime, pki, tmp_path):
     oks = _run(runtime, pki, tmp_path, parity=True)
     assert "https: short body is closed" in oks and "ragged close: then the end of the stream" in oks
+
+
+def test_a_trickled_https_handshake_ends_at_its_deadline_with_the_watchdog_fed(runtime, pki, tmp_path):
+    # HTTPS registration and the OTA download connect as an MQTT connection does (dial.opened): TCP, the
+    # handshake and the request within 3 x timeout, every wait a second at most with the watchdog fed.
+    oks = _run(runtime, pki, tmp_path, trickle=True)
+    assert "https: a trickled handshake ends at its deadline" in oks
+    assert "https: the watchdog was fed while it waited" in oks
 
 
 def test_negative_errnos_of_1_23_to_1_27(pki, tmp_path):

@@ -113,6 +113,29 @@ def getaddrinfo(host, *args):
     return r
 
 
+def opened(cfg, host, port, ctx, req):
+    """HTTPS's connection (registration, an OTA download): TCP to host:port, TLS with ctx (None: plain)
+    and the request req written, within 3 x timeout of the DNS answer, as a connection of dial() is (the
+    handshake runs in the write). Returns the stand-in socket: .sock the TLS socket, .raw the TCP one."""
+    import socket as m
+
+    global _real, _t
+    _real, _t = m, [0, 3000 * cfg["timeout"], ctx, host]
+    s = None
+    try:
+        a = getaddrinfo(host, port)[0][-1]
+        s = socket()
+        s.connect(a)
+        s.write(req)
+        return s
+    except Exception:
+        if s:
+            s.close()
+        raise
+    finally:
+        _t = None
+
+
 def dial(cfg, login, tls_on, keepalive, what="connection"):
     """Connect and return (the connected MQTTClient, its socket under TLS, the umqtt.simple API
     generation); IotError when it cannot (code connack<rc> for a CONNACK refusal). TCP, TLS and the

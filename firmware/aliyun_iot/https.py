@@ -2,10 +2,8 @@
 # `requests` sets CERT_NONE and reads bodies without a bound, so this speaks
 # the one HTTP/1.1 POST itself over a verifying SSLContext.
 import json
-import socket
 
-from aliyun_iot import IotError, forget, tls
-from aliyun_iot.dial import nodelay
+from aliyun_iot import IotError, dial, forget, tls
 from aliyun_iot.link import Link
 from aliyun_iot.neterr import classify
 
@@ -18,35 +16,25 @@ def endpoint(cfg):
 
 
 def _post(cfg, host, port, body):
+    # TCP, the TLS handshake and the request within 3 x timeout (dial.opened), the response read through a
+    # Link: every wait at most a second, the watchdog fed. The session's context when the boot built one
+    # (all the roots, or the ca file: what for_host would load again).
+    head = (
+        "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+        "Content-Length: %d\r\nConnection: close\r\n\r\n" % (_PATH, host, len(body))
+    )
+    s = None
     try:
-        addr = socket.getaddrinfo(host, port)[0][-1]
-    except OSError as e:
-        raise IotError("DNS lookup of %s failed: %s" % (host, e), "dns", True)
-    raw = socket.socket()
-    sock = None
-    try:
-        raw.settimeout(cfg["timeout"])
-        nodelay(raw)
-        raw.connect(addr)
-        sock = Link(
-            tls.for_host(cfg, host).wrap_socket(raw, server_hostname=host),
-            cfg["timeout"] * 1000,
-            _MAX_RESPONSE,
-            raw,
-        )
-        head = (
-            "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/x-www-form-urlencoded\r\n"
-            "Content-Length: %d\r\nConnection: close\r\n\r\n" % (_PATH, host, len(body))
-        )
-        sock.write(head.encode() + body)
-        return _read_response(sock)
+        s = dial.opened(cfg, host, port, cfg.get("ctx") or tls.for_host(cfg, host), head.encode() + body)
+        return _read_response(Link(s.sock, cfg["timeout"] * 1000, _MAX_RESPONSE, s.raw))
     except Exception as e:
         err = classify(e, "HTTPS registration at %s:%d" % (host, port))
         if err is None:
             raise
         raise err
     finally:
-        (sock or raw).close()
+        if s:
+            s.close()
 
 
 def _read_response(sock):

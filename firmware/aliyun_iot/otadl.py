@@ -92,23 +92,24 @@ def fetch(cfg, task):
 def _get(cfg, host, port, path, pos, size, f, h, buf, t_end):
     # One GET from byte pos[0], pos[0] kept up to date; True when the server would send the whole file
     # where the rest was asked for. IotError: a cut worth a retry; Fail: not worth one.
-    import socket
-
-    from aliyun_iot import tls
+    from aliyun_iot import dial
     from aliyun_iot.link import Link
 
-    raw = socket.socket()
-    link = None
+    s = link = None
     try:
         try:
-            addr = socket.getaddrinfo(host, port)[0][-1]
-            raw.settimeout(cfg["timeout"])
-            raw.connect(addr)
-            link = Link(tls.for_host(cfg, host).wrap_socket(raw, server_hostname=host), cfg["timeout"] * 1000,
-                        0, raw)
-            forget("tls")
-            link.write(("GET %s HTTP/1.1\r\nHost: %s\r\nRange: bytes=%d-\r\nConnection: close\r\n\r\n"
-                        % (path, host, pos[0])).encode())
+            # TCP, the handshake and the GET within 3 x timeout, every wait fed (dial.opened); the
+            # session's context: all the roots, or the ca file, what for_host would parse again.
+            ctx = cfg.get("ctx")
+            if ctx is None:
+                from aliyun_iot import tls
+
+                ctx = tls.for_host(cfg, host)
+                forget("tls")
+            req = "GET %s HTTP/1.1\r\nHost: %s\r\nRange: bytes=%d-\r\nConnection: close\r\n\r\n"
+            s = dial.opened(cfg, host, port, ctx, (req % (path, host, pos[0])).encode())
+            ctx = req = None
+            link = Link(s.sock, cfg["timeout"] * 1000, 0, s.raw)
         except Exception as e:
             from aliyun_iot.neterr import classify  # imported on a failure only
 
@@ -173,5 +174,6 @@ def _get(cfg, host, port, path, pos, size, f, h, buf, t_end):
             t = now
         return False
     finally:
-        (link or raw).close()
+        if s:
+            s.close()
         forget("link", "neterr", "tls")

@@ -105,3 +105,25 @@ else:
         if e2 is not None:
             devkit.equal("TLS keeps its first error: same shape", e2.args[0], e.args[0])
     s.close()
+
+if P.get("trickle"):
+    # ---- https: a trickled handshake ends at its deadline (3 x timeout), the watchdog fed meanwhile
+    import time
+
+    import machine
+
+    import aliyun_iot
+
+    aliyun_iot._w = machine.WDT(timeout=30000)
+    t0 = time.ticks_ms()
+    e = devkit.raises("https: a trickled handshake raises", IotError, https._post, dict(CFG, timeout=1), HOST,
+                      P["ports"]["trickle"], b"productKey=pk")
+    dt = time.ticks_diff(time.ticks_ms(), t0)
+    if e is not None:
+        devkit.equal("https: a trickled handshake is a timeout", e.code, "timeout")
+    devkit.check("https: a trickled handshake ends at its deadline", 2500 <= dt < 6000, "%d ms" % dt)
+    aliyun_iot.sleep_ms(0)
+    devkit.check("https: the watchdog was fed while it waited", machine.WDT.max_gap_ms <= 1500,
+                 "longest gap %d ms" % machine.WDT.max_gap_ms)
+    aliyun_iot._w = None
+
