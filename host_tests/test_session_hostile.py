@@ -14,7 +14,7 @@ import time
 import pytest
 
 from host_tests.plugins.runtimes import assert_device_ok, device_script, run_script
-from host_tests.plugins.wire import read_exact, read_header, tcp_server
+from host_tests.plugins.wire import read_exact, read_header, tcp_server, trickled_handshake
 
 PK = "pkHostile1"
 
@@ -248,21 +248,9 @@ def test_session_against_a_hostile_server(runtime, hostile, case):
 
 
 def test_trickled_tls_handshake_ends_at_its_deadline(runtime, tmp_path):
-    # A server that answers the ClientHello with a TLS record header, then one byte every 0.3 s.
-    def trickle(sock):
-        with sock:
-            try:
-                sock.recv(4096)
-                sock.sendall(b"\x16\x03\x03\x40\x00")
-                for _ in range(200):
-                    time.sleep(0.3)
-                    sock.sendall(b"\x02")
-            except OSError:
-                pass
-
     ca = tmp_path / "ca.der"
     ca.write_bytes(_a_der_certificate())
-    with tcp_server(trickle, "trickle-tls") as port:
+    with tcp_server(trickled_handshake, "trickle-tls") as port:
         r = run_script(runtime, device_script("session_hostile.py"), args=[port, "handshake", str(ca)],
                        timeout=40)
     assert_device_ok(r)

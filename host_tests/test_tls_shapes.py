@@ -17,7 +17,7 @@ import pytest
 import trustme
 
 from host_tests.plugins.runtimes import assert_device_ok, device_script, run_script
-from host_tests.plugins.wire import tcp_server
+from host_tests.plugins.wire import tcp_server, trickled_handshake
 
 BODY = b'{"data":{"productKey":"pk","deviceName":"dn","deviceSecret":"x"},"code":200}'
 
@@ -96,21 +96,8 @@ def _handlers(ctx):
         except OSError:
             return
 
-    def trickle(conn):
-        # A TLS record header where the ServerHello should be, then one byte every 0.3 s: a socket timeout
-        # that restarts on every byte (the ESP32's, ports/esp32/modsocket.c) never ends it.
-        with conn:
-            try:
-                conn.recv(4096)
-                conn.sendall(b"\x16\x03\x03\x40\x00")
-                for _ in range(100):
-                    time.sleep(0.3)
-                    conn.sendall(b"\x02")
-            except OSError:
-                pass
-
     return {"ragged": ragged, "hscut": hscut, "nolen": nolen, "short": short, "silent": silent,
-            "trickle": trickle}
+            "trickle": trickled_handshake}
 
 
 def _run(runtime, pki, tmp_path, env=None, **params):

@@ -14,10 +14,8 @@ Prints a timeline in milliseconds, never a secret, and leaves nothing running.
 import argparse
 import asyncio
 import json
-import os
 import secrets
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,6 +23,7 @@ from pathlib import Path
 
 from tools import ota_package
 from tools.board import firmware_modules
+from tools.demo import _private, _run
 from tools.emulator.process import EmulatorProcess
 from tools.vboard import Board, BoardConfig
 from tools.vboard.process import VBoardProcess
@@ -41,21 +40,6 @@ import machine
 print("app C: broken build, resetting before it comes online")
 machine.reset()
 """
-
-
-def _private(path, text):
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    return path
-
-
-def _run(tool, *args):
-    r = subprocess.run([sys.executable, "-m", tool, *map(str, args)], cwd=REPO, capture_output=True,
-                       text=True)
-    if r.returncode != 0:
-        raise RuntimeError("%s failed: %s" % (tool, (r.stderr or r.stdout).strip().splitlines()[-1:]))
-    return r.stdout
 
 
 class Timeline:

@@ -19,83 +19,16 @@ import devkit
 
 vfs = devkit.require_lfs2()
 
+from lfscut import PowerCutDev, power_off, power_on  # noqa: E402
+
 from aliyun_iot import otainst, otajob  # noqa: E402
 
-_EIO = 5
 _BLOCK = 4096
 _BLOCKS = 40
 _MOUNT = "/flash"
 LOADER = open(sys.argv[1]).read()
 CONFIG = b'{"product_key": "a1TestPk001", "product_secret": "x"}'
 CRED = b'{"v": 1, "kind": "secret", "pk": "a1TestPk001", "dn": "dev-1", "ds": "s", "chk": "0"}\n'
-
-
-class Dev:
-    # As powercut.py's PowerCutDev (a new object per power-on; the cut op not done, or half done).
-    def __init__(self, data, cut_after=None, torn=False):
-        self.data, self.cut_after, self.torn, self.ops, self.dead = data, cut_after, torn, 0, False
-
-    def _alive(self):
-        if self.dead:
-            return False
-        self.ops += 1
-        if self.cut_after is not None and self.ops > self.cut_after:
-            self.dead = True
-            return None
-        return True
-
-    def readblocks(self, block, buf, off=0):
-        if self.dead:
-            return -_EIO
-        a = block * _BLOCK + off
-        buf[:] = self.data[a : a + len(buf)]
-        return 0
-
-    def writeblocks(self, block, buf, off=0):
-        st = self._alive()
-        a = block * _BLOCK + (off or 0)
-        if st:
-            self.data[a : a + len(buf)] = buf
-            return 0
-        if st is False:
-            return -_EIO
-        if self.torn:
-            self.data[a : a + len(buf) // 2] = buf[: len(buf) // 2]
-        raise OSError(_EIO)
-
-    def ioctl(self, op, arg):
-        if op == 4:
-            return len(self.data) // _BLOCK
-        if op == 5:
-            return _BLOCK
-        if op == 6:
-            st = self._alive()
-            a = arg * _BLOCK
-            if st:
-                self.data[a : a + _BLOCK] = b"\xff" * _BLOCK
-                return 0
-            if st is False:
-                return -_EIO
-            if self.torn:
-                self.data[a : a + _BLOCK // 2] = b"\xff" * (_BLOCK // 2)
-            raise OSError(_EIO)
-        return 0
-
-
-def power_on(data, cut_after=None, torn=False):
-    dev = Dev(data, cut_after, torn)
-    vfs.mount(vfs.VfsLfs2(dev), _MOUNT)
-    os.chdir(_MOUNT)
-    return dev
-
-
-def power_off(dev):
-    os.chdir("/")
-    try:
-        vfs.umount(_MOUNT)
-    except OSError:
-        pass
-    dev.dead = True
 
 
 def put(path, data):
@@ -220,7 +153,7 @@ def sweep(name, base, action, allowed, redo=None):
 
 def main():
     data = bytearray(_BLOCK * _BLOCKS)
-    vfs.VfsLfs2.mkfs(Dev(data))
+    vfs.VfsLfs2.mkfs(PowerCutDev(data, _BLOCK))
     dev = power_on(data)
     put("main.py", b"# factory\n")
     put("config.json", CONFIG)

@@ -5,6 +5,7 @@
     read_exact(sock, n), read_header(sock) -> (first byte, remaining length), read_packet(sock, limit)
     https_register(emu, pk, dn, ps, method=..., path=..., sign_value=None) -> (HTTP status, reply dict)
     tcp_server(handler, name)                    with: a raw TCP server for a device script; gives its port
+    trickled_handshake(conn)                     a tcp_server handler: a TLS handshake trickled for ever
 """
 
 import contextlib
@@ -13,6 +14,7 @@ import json
 import secrets
 import socket
 import threading
+import time
 import urllib.parse
 
 from tools.emulator.sign import sign
@@ -117,3 +119,18 @@ def tcp_server(handler, name):
         yield ls.getsockname()[1]
     finally:
         ls.close()
+
+
+def trickled_handshake(conn):
+    """A TLS record header where the ServerHello should be, then one byte every 0.3 s for 60 s: a socket
+    timeout that restarts on every byte (the ESP32's, ports/esp32/modsocket.c) never ends the handshake."""
+    with conn:
+        try:
+            conn.recv(4096)
+            conn.sendall(b"\x16\x03\x03\x40\x00")
+            for _ in range(200):
+                time.sleep(0.3)
+                conn.sendall(b"\x02")
+        except OSError:
+            pass
+
