@@ -9,17 +9,17 @@ from micropython import const
 
 from aliyun_iot import IotError
 
-_HASHES = {"hmacsha256": hashlib.sha256, "hmacsha1": hashlib.sha1, "hmacmd5": hashlib.md5}
 _MAX_PREFIX = const(64)
-# The timestamp is salt only; the C SDK sends this fixed value.
-TIMESTAMP = "2524608000000"
+# (Few module-level and argument names: each is a qstr, interned for good when the module loads.)
 
 
 def hmac_digest(method, key, msg):
     """Raw HMAC digest of msg keyed by key; method is hmacsha256, hmacsha1 or hmacmd5."""
-    h = _HASHES.get(method)
-    if h is None:
-        raise IotError("sign_method %r not supported; allowed: %s" % (method, ", ".join(_HASHES)), "config")
+    # A tuple of constants: its strings are not interned (a dict's keys would be); hmac<name>: hashlib.<name>.
+    ok = ("hmacsha256", "hmacsha1", "hmacmd5")
+    if method not in ok:
+        raise IotError("sign_method %r not supported; allowed: %s" % (method, ", ".join(ok)), "config")
+    h = getattr(hashlib, method[4:])
     key = key if isinstance(key, (bytes, bytearray)) else key.encode()
     # All three hashes have a 64-byte block; longer keys are hashed first (RFC 2104).
     if len(key) > 64:
@@ -32,21 +32,22 @@ def hmac_digest(method, key, msg):
     return outer.digest()
 
 
-def plaintext(params):
-    """The signed string: names sorted, name+value concatenated, no separator."""
-    return "".join(k + str(params[k]) for k in sorted(params))
+def plaintext(data):
+    """The signed string of the parameters in dict data: names sorted, name+value concatenated, no
+    separator."""
+    return "".join(k + str(data[k]) for k in sorted(data))
 
 
-def sign(method, secret, params):
-    """Lower-case hex HMAC of the platform's plaintext of params, keyed by secret."""
-    return hexlify(hmac_digest(method, secret, plaintext(params))).decode()
+def sign(method, secret, data):
+    """Lower-case hex HMAC of the platform's plaintext of the parameters in data, keyed by secret."""
+    return hexlify(hmac_digest(method, secret, plaintext(data))).decode()
 
 
-def prefix(p):
-    """p checked as the identity part of a clientId."""
-    if not 0 < len(p) <= _MAX_PREFIX:
-        raise IotError("clientId prefix %r must be 1 to %d characters" % (p, _MAX_PREFIX), "config")
-    return p
+def prefix(v):
+    """v checked as the identity part of a clientId."""
+    if not 0 < len(v) <= _MAX_PREFIX:
+        raise IotError("clientId prefix %r must be 1 to %d characters" % (v, _MAX_PREFIX), "config")
+    return v
 
 
 def login_for(cred, cfg):
@@ -57,6 +58,7 @@ def login_for(cred, cfg):
         return "%s|securemode=-2,authType=connwl|" % cred["cid"], dn + "&" + pk, cred["tok"]
     ident = prefix(pk + "." + dn)
     method = cfg["sign_method"]
-    opts = "securemode=%d,signmethod=%s,timestamp=%s" % (2 if cfg["tls"] else 3, method, TIMESTAMP)
-    return "%s|%s|" % (ident, opts), dn + "&" + pk, sign(method, cred["ds"], {
-        "clientId": ident, "deviceName": dn, "productKey": pk, "timestamp": TIMESTAMP})
+    ts = "2524608000000"  # the timestamp is salt only; the C SDK sends this fixed value
+    cid = "%s|securemode=%d,signmethod=%s,timestamp=%s|" % (ident, 2 if cfg["tls"] else 3, method, ts)
+    return cid, dn + "&" + pk, sign(method, cred["ds"], {
+        "clientId": ident, "deviceName": dn, "productKey": pk, "timestamp": ts})

@@ -74,6 +74,9 @@ def register_once(cfg, dn):
     login = _login(cfg, pk, dn, mode)
     forget("creds")  # not in RAM during the TLS handshake
     topic, payload = _receive(cfg, login)
+    # The connection's code dropped and its garbage collected from this shallow frame (a collection that an
+    # allocation starts deep in an import also scans stale stack slots that still point at it).
+    forget("dial", "link")
     if topic not in (b"/ext/register", b"/ext/regnwl"):
         raise IotError("registration reply on unexpected topic %s" % topic.decode(), "bad_reply", True)
     if len(payload) > _MAX_REPLY:

@@ -80,6 +80,7 @@ class Session:
         if d > 0:
             sleep_ms(min(d, wait_ms))
         if d <= wait_ms:
+            forget()  # the lost link's garbage collected from here, before dial's code is loaded
             from aliyun_iot import dial
 
             try:
