@@ -1,8 +1,11 @@
 # The platform's request signature (HMAC over hashlib: stock ESP32 firmware
-# has no hmac module) and the MQTT login triples (clientId, username,
-# password) of a stored credential. Pure functions, no I/O. Registration's own
-# logins are in register.py and https.py, which use sign() from here.
+# has no hmac module), the MQTT login triples (clientId, username, password)
+# of a stored credential, and a session's state set up from its login
+# (Session.__init__, so that this code is not held for the session's life).
+# No I/O. Registration's own logins are in register.py and https.py, which
+# use sign() from here.
 import hashlib
+import time
 from binascii import hexlify
 
 from micropython import const
@@ -62,3 +65,27 @@ def login_for(cred, cfg):
     cid = "%s|securemode=%d,signmethod=%s,timestamp=%s|" % (ident, 2 if cfg["tls"] else 3, method, ts)
     return cid, dn + "&" + pk, sign(method, cred["ds"], {
         "clientId": ident, "deviceName": dn, "productKey": pk, "timestamp": ts})
+
+
+def session(s, cfg, cred):
+    """Session.__init__ (session.py): the state of Session s for cfg and the stored credential cred (its
+    login computed once; this module is not held for the session's life)."""
+    s.login = login_for(cred, cfg)  # computed once: this module is dropped once it returns
+    # What a reconnection needs of config.json (no Wi-Fi password, no ProductSecret); ctx: the TLS
+    # context the boot built (None without TLS).
+    s.cfg = {k: cfg.get(k) for k in ("host", "port", "tls", "ca", "ctx", "timeout", "keepalive",
+                                     "backoff_ms", "retry_cap_s", "refused_cap_s")}
+    # led: a machine.Pin (set by the boot flow), on while offline; on_error: fn(exc), what the
+    # application should know, reported from check(); on_up: fn(session), after each connection once
+    # its subscriptions are sent; ping: when an unanswered PINGREQ went out.
+    s.led = s.on_error = s.on_set = s.on_up = s.link = s.ping = None
+    s.want = {}  # post id -> its reply (None until it arrives), for each post waiting (2 at most)
+    s.topic = ("/sys/%s/%s/thing/" % (cred["pk"], cred["dn"])).encode()
+    # topic -> fn(topic, payload); None: the post replies, True: property sets (both in link.py). What
+    # we want: a refusal never removes a topic, every connection subscribes them all.
+    s.subs = {s.topic + b"event/property/post_reply": None}
+    s.pend = {}  # packet id -> topic, until its SUBACK
+    # fails: connections in a row that failed or were lost young (the backoff's exponent); next: when
+    # to connect, and while online when the link was made (rx later: it has answered, a round trip).
+    s.connects = s.fails = s.n = s.up = 0
+    s.next = s.tx = s.rx = s.t = time.ticks_ms()
