@@ -61,14 +61,11 @@ class Session:
         if d > 0:
             sleep_ms(min(d, wait_ms))
         if d <= wait_ms:
-            forget()  # the lost link's garbage collected from here, before dial's code is loaded
-            from aliyun_iot import dial
-
-            try:
-                up = dial.retry(self)
-            finally:
-                dial = None
-                forget("dial", "neterr")  # connection-time code, gone before the link is made
+            # The lost link's garbage collected from this frame, before dial's code is loaded (a collection
+            # that an allocation starts deep in the import found less room); the connection-time code gone
+            # before the link is made.
+            forget()
+            up = _stage("dial", "retry", ("neterr",), self)
             if up:  # the Link (a deadline on every read), and the subscriptions, pipelined
                 from aliyun_iot.link import Link
 
