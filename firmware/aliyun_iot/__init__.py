@@ -44,11 +44,13 @@ def sleep_ms(ms):
         ms -= 1000
 
 
-def backoff_ms(attempt, base_ms=1000, cap_ms=60000):
-    """Capped exponential backoff with jitter: uniform in [d/2, d], d = min(cap, base * 2**attempt)."""
+def backoff_ms(n, t=1000, end=60000):
+    """Capped exponential backoff with jitter, for attempt n (0 first), t ms the base, end ms the cap:
+    uniform in [d/2, d], d = min(end, t * 2**n)."""
+    # (Argument names are qstrs, interned for good when the module loads: these are the port's own.)
     import os
 
-    d = min(cap_ms, base_ms << min(attempt, 16))
+    d = min(end, t << min(n, 16))
     return d // 2 + (d // 2) * int.from_bytes(os.urandom(2), "big") // 65535
 
 
@@ -68,14 +70,14 @@ def connect(cfg_path="config.json", cred_path="aliyun_iot.cred"):
     return s
 
 
-def _stage(name, fn, drop, *args):
-    # One stage of the boot (aliyun_iot.<name>.<fn>) in a frame of its own, its module and `drop` forgotten
-    # once it returns. The collector scans the stack conservatively: a frame that is still running keeps
-    # alive whatever its slots last pointed at (a stage's module, the whole config).
+def _stage(name, f, val, *args):
+    # One stage of the boot (aliyun_iot.<name>.<f>) in a frame of its own, its module and the modules named
+    # in `val` forgotten once it returns. The collector scans the stack conservatively: a frame that is
+    # still running keeps alive whatever its slots last pointed at (a stage's module, the whole config).
     try:
-        return getattr(__import__("aliyun_iot." + name, None, None, (fn,)), fn)(*args)
+        return getattr(__import__("aliyun_iot." + name, None, None, (f,)), f)(*args)
     finally:
-        forget(name, *drop)
+        forget(name, *val)
 
 
 def recover(e):

@@ -5,10 +5,12 @@
 # provision runs on top of this). Imported for the boot's first step, then
 # dropped.
 import json
+from binascii import hexlify
 
 from aliyun_iot import IotError
 
-_MAX_FILE = 4096  # no const(): the host tools import this module on CPython
+# No const() (the host tools import this module on CPython): limits are literals where they are used,
+# and tables used by one function are its locals; each module-level name is a qstr, interned for good.
 # key: (type: s str, i int, b bool; default). product_key and product_secret are required.
 SPEC = {
     "product_key": ("s", None),
@@ -52,15 +54,6 @@ RANGES = {
     "ota_trial_s": (60, 86400),
 }
 CHOICES = {"mode": ("register", "regnwl", "https"), "sign_method": ("hmacsha256", "hmacsha1", "hmacmd5")}
-_TYPES = {"s": "str", "i": "int", "b": "bool"}
-_DN_CHARS = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_@.:"
-# The GPIOs that can drive an LED, as (first, last) byte pairs, on every build of the chip's generic firmware
-# (ports/esp32/machine_pin.h and machine_pin.c, v1.23.0 to v1.28.0): esp32: 34-39 are inputs only, 6-8, 11,
-# 16, 17 hold the flash or SPIRAM (docs/esp32/quickref.rst), 24, 28-31 do not exist; esp32s3: 22-32 do not
-# exist, 33-37 hold the octal SPIRAM; esp32c3: 14-19 do not exist or are the USB serial JTAG.
-# One bytes object, "<chip>:" then its pairs, so that it costs no qstr (bytes constants are not interned).
-_LED_PINS = (b";esp32:\x00\x05\x09\x0a\x0c\x0f\x12\x17\x19\x1b\x20\x21;esp32s3:\x00\x15\x26\x30"
-             b";esp32c3:\x00\x0d\x14\x15;")
 
 
 def chip():
@@ -89,9 +82,12 @@ def validate(raw, on=None):
                 raise IotError(k + " is required", "config")
             v = default
         else:
+            # The type letter as a number: a one-letter string in the code would be a qstr.
+            c = ord(t)
             b = v is True or v is False
-            if b != (t == "b") or not b and not isinstance(v, str if t == "s" else int):
-                raise IotError("%s must be of type %s, got %s" % (k, _TYPES[t], type(v).__name__), "config")
+            if b != (c == 98) or not b and not isinstance(v, str if c == 115 else int):
+                raise IotError("%s must be of type %s, got %s" % (k, {98: "bool", 105: "int", 115: "str"}[c],
+                                                                  type(v).__name__), "config")
         cfg[k] = v
     # The watchdog must outlast the longest stretch that does not feed it: the session's waits feed it
     # every second; what blocks is one socket write or HTTPS operation (up to timeout), a DNS lookup
@@ -116,12 +112,20 @@ def validate(raw, on=None):
     p = cfg["led_pin"]
     if p is not None:
         on = on or chip()
-        i = _LED_PINS.find(b";" + on.encode() + b":")
-        t = _LED_PINS[i + len(on) + 2:_LED_PINS.find(b";", i + 1)] if i >= 0 else b""
+        # The GPIOs that can drive an LED, as (first, last) byte pairs, on every build of the chip's generic
+        # firmware (ports/esp32/machine_pin.h and machine_pin.c, v1.23.0 to v1.28.0): esp32: 34-39 are
+        # inputs only, 6-8, 11, 16, 17 hold the flash or SPIRAM (docs/esp32/quickref.rst), 24, 28-31 do not
+        # exist; esp32s3: 22-32 do not exist, 33-37 hold the octal SPIRAM; esp32c3: 14-19 do not exist or
+        # are the USB serial JTAG. One bytes object, "<chip>:" then its pairs, so that it costs no qstr
+        # (bytes constants are not interned).
+        pins = (b";esp32:\x00\x05\x09\x0a\x0c\x0f\x12\x17\x19\x1b\x20\x21;esp32s3:\x00\x15\x26\x30"
+                b";esp32c3:\x00\x0d\x14\x15;")
+        i = pins.find(b";" + on.encode() + b":")
+        t = pins[i + len(on) + 2:pins.find(b";", i + 1)] if i >= 0 else b""
         r = range(0, len(t), 2)  # another chip: not checked here
         if t and not any(t[i] <= p <= t[i + 1] for i in r):
             raise IotError("led_pin %d is not an output of the %s: use %s" % (
-                p, on, ", ".join("%d-%d" % (t[i], t[i + 1]) for i in r)), "config")
+                p, on, ", ".join(str(t[i]) + "-" + str(t[i + 1]) for i in r)), "config")
     dn = cfg["device_name"]
     if dn is not None and not valid_device_name(dn):
         raise IotError("device_name must be 4 to 32 characters of letters, digits and -_@.:", "config")
@@ -136,8 +140,8 @@ def load(path="config.json"):
         size = os.stat(path)[6]
     except OSError:
         raise IotError("%s not found on the board; provision it first" % path, "config_missing")
-    if size > _MAX_FILE:
-        raise IotError("%s is larger than %d bytes" % (path, _MAX_FILE), "config")
+    if size > 4096:
+        raise IotError("%s is larger than 4096 bytes" % path, "config")
     with open(path, "rb") as f:
         data = f.read(size)
     try:
@@ -158,12 +162,13 @@ def load(path="config.json"):
 def valid_device_name(dn):
     """True if dn is a DeviceName the platform accepts (4 to 32 of letters, digits, -_@.:)."""
     # Bytes, not characters: on MicroPython each character taken out of a str is interned as a qstr, for good.
-    return 4 <= len(dn) <= 32 and all(c in _DN_CHARS for c in dn.encode())
+    return 4 <= len(dn) <= 32 and all(
+        c in b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_@.:" for c in dn.encode())
 
 
-def device_name_from_mac(mac):
-    """A stable, valid DeviceName from the 6-byte base MAC."""
-    return "esp32-" + "".join("%02x" % b for b in mac)
+def device_name_from_mac(buf):
+    """A stable, valid DeviceName from the 6-byte base MAC (bytes buf)."""
+    return (b"esp32-" + hexlify(buf)).decode()
 
 
 def device_name(cfg):

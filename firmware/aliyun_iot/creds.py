@@ -1,25 +1,28 @@
 # The platform's request signature (HMAC over hashlib: stock ESP32 firmware
-# has no hmac module) and the MQTT login triples (clientId, username,
-# password) of a stored credential. Pure functions, no I/O. Registration's own
-# logins are in register.py and https.py, which use sign() from here.
+# has no hmac module), the MQTT login triples (clientId, username, password)
+# of a stored credential, and a session's state set up from its login
+# (Session.__init__, so that this code is not held for the session's life).
+# No I/O. Registration's own logins are in register.py and https.py, which
+# use sign() from here.
 import hashlib
+import time
 from binascii import hexlify
 
 from micropython import const
 
 from aliyun_iot import IotError
 
-_HASHES = {"hmacsha256": hashlib.sha256, "hmacsha1": hashlib.sha1, "hmacmd5": hashlib.md5}
 _MAX_PREFIX = const(64)
-# The timestamp is salt only; the C SDK sends this fixed value.
-TIMESTAMP = "2524608000000"
+# (Few module-level and argument names: each is a qstr, interned for good when the module loads.)
 
 
 def hmac_digest(method, key, msg):
     """Raw HMAC digest of msg keyed by key; method is hmacsha256, hmacsha1 or hmacmd5."""
-    h = _HASHES.get(method)
-    if h is None:
-        raise IotError("sign_method %r not supported; allowed: %s" % (method, ", ".join(_HASHES)), "config")
+    # A tuple of constants: its strings are not interned (a dict's keys would be); hmac<name>: hashlib.<name>.
+    ok = ("hmacsha256", "hmacsha1", "hmacmd5")
+    if method not in ok:
+        raise IotError("sign_method %r not supported; allowed: %s" % (method, ", ".join(ok)), "config")
+    h = getattr(hashlib, method[4:])
     key = key if isinstance(key, (bytes, bytearray)) else key.encode()
     # All three hashes have a 64-byte block; longer keys are hashed first (RFC 2104).
     if len(key) > 64:
@@ -32,21 +35,22 @@ def hmac_digest(method, key, msg):
     return outer.digest()
 
 
-def plaintext(params):
-    """The signed string: names sorted, name+value concatenated, no separator."""
-    return "".join(k + str(params[k]) for k in sorted(params))
+def plaintext(data):
+    """The signed string of the parameters in dict data: names sorted, name+value concatenated, no
+    separator."""
+    return "".join(k + str(data[k]) for k in sorted(data))
 
 
-def sign(method, secret, params):
-    """Lower-case hex HMAC of the platform's plaintext of params, keyed by secret."""
-    return hexlify(hmac_digest(method, secret, plaintext(params))).decode()
+def sign(method, secret, data):
+    """Lower-case hex HMAC of the platform's plaintext of the parameters in data, keyed by secret."""
+    return hexlify(hmac_digest(method, secret, plaintext(data))).decode()
 
 
-def prefix(p):
-    """p checked as the identity part of a clientId."""
-    if not 0 < len(p) <= _MAX_PREFIX:
-        raise IotError("clientId prefix %r must be 1 to %d characters" % (p, _MAX_PREFIX), "config")
-    return p
+def prefix(v):
+    """v checked as the identity part of a clientId."""
+    if not 0 < len(v) <= _MAX_PREFIX:
+        raise IotError("clientId prefix %r must be 1 to %d characters" % (v, _MAX_PREFIX), "config")
+    return v
 
 
 def login_for(cred, cfg):
@@ -57,6 +61,31 @@ def login_for(cred, cfg):
         return "%s|securemode=-2,authType=connwl|" % cred["cid"], dn + "&" + pk, cred["tok"]
     ident = prefix(pk + "." + dn)
     method = cfg["sign_method"]
-    opts = "securemode=%d,signmethod=%s,timestamp=%s" % (2 if cfg["tls"] else 3, method, TIMESTAMP)
-    return "%s|%s|" % (ident, opts), dn + "&" + pk, sign(method, cred["ds"], {
-        "clientId": ident, "deviceName": dn, "productKey": pk, "timestamp": TIMESTAMP})
+    ts = "2524608000000"  # the timestamp is salt only; the C SDK sends this fixed value
+    cid = "%s|securemode=%d,signmethod=%s,timestamp=%s|" % (ident, 2 if cfg["tls"] else 3, method, ts)
+    return cid, dn + "&" + pk, sign(method, cred["ds"], {
+        "clientId": ident, "deviceName": dn, "productKey": pk, "timestamp": ts})
+
+
+def session(s, cfg, cred):
+    """Session.__init__ (session.py): the state of Session s for cfg and the stored credential cred (its
+    login computed once; this module is not held for the session's life)."""
+    s.login = login_for(cred, cfg)  # computed once: this module is dropped once it returns
+    # What a reconnection needs of config.json (no Wi-Fi password, no ProductSecret); ctx: the TLS
+    # context the boot built (None without TLS).
+    s.cfg = {k: cfg.get(k) for k in ("host", "port", "tls", "ca", "ctx", "timeout", "keepalive",
+                                     "backoff_ms", "retry_cap_s", "refused_cap_s")}
+    # led: a machine.Pin (set by the boot flow), on while offline; on_error: fn(exc), what the
+    # application should know, reported from check(); on_up: fn(session), after each connection once
+    # its subscriptions are sent; ping: when an unanswered PINGREQ went out.
+    s.led = s.on_error = s.on_set = s.on_up = s.link = s.ping = None
+    s.want = {}  # post id -> its reply (None until it arrives), for each post waiting (2 at most)
+    s.topic = ("/sys/%s/%s/thing/" % (cred["pk"], cred["dn"])).encode()
+    # topic -> fn(topic, payload); None: the post replies, True: property sets (both in link.py). What
+    # we want: a refusal never removes a topic, every connection subscribes them all.
+    s.subs = {s.topic + b"event/property/post_reply": None}
+    s.pend = {}  # packet id -> topic, until its SUBACK
+    # fails: connections in a row that failed or were lost young (the backoff's exponent); next: when
+    # to connect, and while online when the link was made (rx later: it has answered, a round trip).
+    s.connects = s.fails = s.n = s.up = 0
+    s.next = s.tx = s.rx = s.t = time.ticks_ms()

@@ -13,8 +13,9 @@ from umqtt import simple
 
 from aliyun_iot import IotError, backoff_ms, log, sleep_ms
 
-_real = last = None  # while umqtt connects: its socket module, the socket it opened
-_t = None  # while umqtt connects: [deadline (ticks), its length (ms), TLS context or None, host]
+# While umqtt connects: [deadline (ticks), its length (ms), TLS context or None, host, umqtt's socket module,
+# the socket it opened]; None otherwise. (One name: each module-level or argument name is a qstr, for good.)
+_t = None
 
 
 def nodelay(sock):
@@ -36,26 +37,26 @@ def nodelay(sock):
 
 class socket:
     def __init__(self, *args):
-        global last
-        self.sock = self.raw = last = _real.socket(*args)
+        self.sock = self.raw = _t[5] = _t[4].socket(*args)
         nodelay(self.raw)
         self.poll = select.poll()
 
     def settimeout(self, t):  # umqtt 1.6's connect(timeout): the deadline rules instead
         pass
 
-    def check(self, ev):
+    def check(self, n):
+        # Wait for poll events n, by the deadline, a second at most, fed.
         left = time.ticks_diff(_t[0], time.ticks_ms())
         if left <= 0:
             raise IotError("timeout", "timeout", True)
         sleep_ms(0)
-        self.poll.register(self.sock, ev)
+        self.poll.register(self.sock, n)
         return self.poll.poll(min(left, 1000))
 
-    def connect(self, addr):
+    def connect(self, v):  # v: the address
         self.raw.setblocking(False)
         try:
-            self.raw.connect(addr)
+            self.raw.connect(v)
         except OSError as e:
             if e.args[0] not in (115, 119):  # EINPROGRESS: Linux, the ESP32's newlib
                 raise
@@ -106,7 +107,7 @@ class socket:
 
 def getaddrinfo(host, *args):
     try:
-        r = _real.getaddrinfo(host, *args)
+        r = _t[4].getaddrinfo(host, *args)
     except OSError as e:
         raise IotError("DNS lookup of %s failed: %s" % (host, e), "dns", True)
     _t[0] = time.ticks_add(time.ticks_ms(), _t[1])  # DNS has no deadline of its own (lwIP's retries)
@@ -119,8 +120,8 @@ def opened(cfg, host, port, ctx, req):
     handshake runs in the write). Returns the stand-in socket: .sock the TLS socket, .raw the TCP one."""
     import socket as m
 
-    global _real, _t
-    _real, _t = m, [0, 3000 * cfg["timeout"], ctx, host]
+    global _t
+    _t = [0, 3000 * cfg["timeout"], ctx, host, m, None]
     s = None
     try:
         a = getaddrinfo(host, port)[0][-1]
@@ -136,34 +137,34 @@ def opened(cfg, host, port, ctx, req):
         _t = None
 
 
-def dial(cfg, login, tls_on, keepalive, what="connection"):
-    """Connect and return (the connected MQTTClient, its socket under TLS, the umqtt.simple API
-    generation); IotError when it cannot (code connack<rc> for a CONNACK refusal). TCP, TLS and the
-    CONNACK within 3 x timeout of the DNS answer."""
+def dial(cfg, login, tls, keepalive, name="connection"):
+    """Connect (with TLS if tls) and return (the connected MQTTClient, its socket under TLS, the
+    umqtt.simple API generation); IotError when it cannot (code connack<rc> for a CONNACK refusal), its
+    message naming the connection (name). TCP, TLS and the CONNACK within 3 x timeout of the DNS answer."""
     host, port = cfg["host"], cfg["port"]  # config.load() resolved them
     t = cfg["timeout"]
-    global _real, _t, last
+    global _t
     # The TLS context was built on a near-empty heap (boot, registration) and kept.
-    _t = [time.ticks_add(time.ticks_ms(), 3000 * t), 3000 * t, cfg["ctx"] if tls_on else None, host]
-    _real, last = simple.socket, None
+    _t = [time.ticks_add(time.ticks_ms(), 3000 * t), 3000 * t, cfg["ctx"] if tls else None, host,
+          simple.socket, None]
     simple.socket = sys.modules[__name__]
     c = None
     try:
         try:
             c = simple.MQTTClient(login[0], host, port, login[1], login[2], keepalive, ssl_params={})
-            gen = None  # 1.3.4 or 1.6: connect() tells
+            g = 0  # 1.3.4 or 1.6: connect() tells
         except TypeError:
             c = simple.MQTTClient(login[0], host, port, login[1], login[2], keepalive)
-            gen = "1.4.0"
+            g = 1  # 1.4.0
         try:
             c.connect(True, t)
-            gen = "1.6"
+            g = 2  # 1.6
         except TypeError:
             if c.sock is not None:
                 raise
             c.connect(True)
-            gen = gen or "1.3.4"
         c.sock = c.sock.sock  # the TLS (or TCP) socket itself, for the Link
+        raw = _t[5]
     except Exception as e:
         if c is not None and c.sock is not None:
             try:
@@ -172,14 +173,15 @@ def dial(cfg, login, tls_on, keepalive, what="connection"):
                 pass
         from aliyun_iot.neterr import connecting
 
-        err = connecting(e, "%s to %s:%d" % (what, host, port))
+        err = connecting(e, "%s to %s:%d" % (name, host, port))
         if err is None:
             raise
         raise err
     finally:
-        simple.socket = _real
+        simple.socket = _t[4]
         _t = None
-    return c, last, gen
+    # The generations as a tuple of constants: its strings are not interned.
+    return c, raw, ("1.3.4", "1.4.0", "1.6")[g]
 
 
 def retry(s):

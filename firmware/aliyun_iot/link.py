@@ -14,7 +14,7 @@ import time
 
 from micropython import const
 
-from aliyun_iot import IotError, forget, sleep_ms
+from aliyun_iot import IotError, _stage, sleep_ms
 
 _PUBLISH = const(0x30)
 _SUBACK = const(0x90)
@@ -26,15 +26,17 @@ _DEPTH = const(16)  # JSON nesting taken off the wire (str() and json.dumps recu
 
 class Link:
     """A connected (TLS) socket whose every read and write ends within ms; .client is the umqtt.simple
-    MQTTClient that opened it (its writes come here). An MQTT packet over max_read bytes is refused before
+    MQTTClient that opened it (its writes come here). An MQTT packet over n bytes is refused before
     anything is allocated for it (HTTPS bounds its own reads). Registration and HTTPS use it too."""
 
-    def __init__(self, sock, ms, max_read, raw=None, client=None):
+    # (Argument and attribute names are qstrs, interned for good: the port's own where they can be.)
+
+    def __init__(self, sock, ms, n, raw=None, client=None):
         self.sock = sock
         # MicroPython's TLS socket has no settimeout(): the socket under it carries the timeout.
         self.raw = sock if hasattr(sock, "settimeout") else raw
         self.ms = ms
-        self.max_read = max_read
+        self.max = n  # the largest MQTT packet taken
         self.poll = select.poll()
         self.poll.register(sock, 1)
         self.client = client
@@ -43,9 +45,9 @@ class Link:
         if client:
             client.sock = self
 
-    def read(self, n, part=False, end=None):
-        """n bytes by end (ticks; None: ms from now); with part, fewer at the end of the stream (without,
-        the end is IotError closed)."""
+    def read(self, n, v=False, end=None):
+        """n bytes by end (ticks; None: ms from now); with v, fewer at the end of the stream (a part;
+        without, the end is IotError closed)."""
         buf = bytearray(n)
         mv = memoryview(buf)
         got = 0
@@ -69,7 +71,7 @@ class Link:
                     raise IotError("closed", "closed", True)
             elif k:
                 got += k
-            elif part:
+            elif v:
                 return buf[:got]
             else:
                 raise IotError("closed", "closed", True)
@@ -101,8 +103,8 @@ class Link:
             shift += 7
             if shift > 21:
                 raise IotError("malformed packet", "bad_reply", True)
-        if n > self.max_read:
-            raise IotError("packet over %d bytes" % self.max_read, "bad_reply", True)
+        if n > self.max:
+            raise IotError("packet over %d bytes" % self.max, "bad_reply", True)
         if hdr & 0xF0 != _PUBLISH:
             return hdr, self.read(n, False, end), None
         q = hdr & 0x06
@@ -217,8 +219,8 @@ class Link:
                         elif r is None:
                             s.event("id")
                     continue
-                if fn is True:  # a property set
-                    self.event(s, a, b)
+                if fn is True:  # a property set: events.py, loaded for the call only
+                    _stage("events", "property_set", (), s, a, b)
                 elif fn:
                     try:
                         fn(a, b)
@@ -232,23 +234,15 @@ class Link:
             s._lost(e)
         return n
 
-    def event(self, s, topic, e):
-        # A property set (on topic, payload e), in events.py, loaded for the call only.
-        from aliyun_iot import events
-
-        try:
-            events.property_set(s, topic, e)
-        finally:
-            forget("events")
-
     def post(self, s, params, wait):
         # s.post_property() while connected: one deadline, ms from the publish, for the whole wait.
         if wait and len(s.want) > 1:  # a post from a handler run while a post from a handler waits
             raise IotError("busy", "busy")
         s.n = s.n % 65535 + 1
         mid = str(s.n)
-        s.publish(s.topic + b"event/property/post", json.dumps({"id": mid, "version": "1.0", "params": params,
-                                                                "method": "thing.event.property.post"}))
+        # One format string (a short string constant would be a qstr, interned for good).
+        s.publish(s.topic + b"event/property/post", '{"id":"%s","version":"1.0","params":%s,"method":'
+                  '"thing.event.property.post"}' % (mid, json.dumps(params)))
         if not wait:
             return None
         end = time.ticks_add(time.ticks_ms(), self.ms)
@@ -268,5 +262,5 @@ class Link:
             w.pop(mid, None)
         c = r.get("code")
         if c != 200:
-            raise IotError("post refused: %s" % c, "post%s" % c, c == 429)
+            raise IotError("post refused: %s" % c, "post" + str(c), c == 429)
         return r

@@ -42,10 +42,9 @@ def _receive(cfg, login):
     # it returns, nothing on the stack points at the link, and its TLS memory is free for the parsing.
     if cfg["ctx"] is None:  # registration is TLS even when the session is not (tls: false)
         cfg["ctx"] = _stage("tls", "for_host", (), cfg, cfg["host"])
-    from aliyun_iot.dial import dial
-
-    # A keepalive the platform accepts on any login, though this session lasts seconds.
-    c, raw, _gen = dial(cfg, login, True, cfg["keepalive"], "registration")
+    # A keepalive the platform accepts on any login, though this session lasts seconds. dial.py is dropped
+    # once connected (as a session's reconnection does): link.py's code then takes its room.
+    c, raw, _gen = _stage("dial", "dial", (), cfg, login, True, cfg["keepalive"], "registration")
     from aliyun_iot.link import Link  # after the handshake: not in RAM while TLS needs the most
 
     link = Link(c.sock, cfg["timeout"] * 1000, _MAX_REPLY + 64, raw, c)
@@ -74,6 +73,9 @@ def register_once(cfg, dn):
     login = _login(cfg, pk, dn, mode)
     forget("creds")  # not in RAM during the TLS handshake
     topic, payload = _receive(cfg, login)
+    # The connection's code dropped and its garbage collected from this shallow frame, before the reply is
+    # parsed (a collection that an allocation starts deep in an import found less room).
+    forget("link")
     if topic not in (b"/ext/register", b"/ext/regnwl"):
         raise IotError("registration reply on unexpected topic %s" % topic.decode(), "bad_reply", True)
     if len(payload) > _MAX_REPLY:

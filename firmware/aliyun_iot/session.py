@@ -14,28 +14,9 @@ class Session:
     """The device's MQTT session. Call check() from the application's loop, at least every second."""
 
     def __init__(self, cfg, cred):
-        from aliyun_iot import creds
-
-        self.login = creds.login_for(cred, cfg)  # computed once: the signing code is dropped
-        forget("creds")
-        # What a reconnection needs of config.json (no Wi-Fi password, no ProductSecret); ctx: the TLS
-        # context the boot built (None without TLS).
-        self.cfg = {k: cfg.get(k) for k in ("host", "port", "tls", "ca", "ctx", "timeout", "keepalive",
-                                             "backoff_ms", "retry_cap_s", "refused_cap_s")}
-        # led: a machine.Pin (set by the boot flow), on while offline; on_error: fn(exc), what the
-        # application should know, reported from check(); on_up: fn(session), after each connection once
-        # its subscriptions are sent; ping: when an unanswered PINGREQ went out.
-        self.led = self.on_error = self.on_set = self.on_up = self.link = self.ping = None
-        self.want = {}  # post id -> its reply (None until it arrives), for each post waiting (2 at most)
-        self.topic = ("/sys/%s/%s/thing/" % (cred["pk"], cred["dn"])).encode()
-        # topic -> fn(topic, payload); None: the post replies, True: property sets (both in link.py). What
-        # we want: a refusal never removes a topic, every connection subscribes them all.
-        self.subs = {self.topic + b"event/property/post_reply": None}
-        self.pend = {}  # packet id -> topic, until its SUBACK
-        # fails: connections in a row that failed or were lost young (the backoff's exponent); next: when
-        # to connect, and while online when the link was made (rx later: it has answered, a round trip).
-        self.connects = self.fails = self.n = self.up = 0
-        self.next = self.tx = self.rx = self.t = time.ticks_ms()
+        # The state of a session for cfg (config.json's, checked) and the stored credential cred: set up by
+        # creds.py (which computes its login), whose code is then not held for the session's life.
+        _stage("creds", "session", (), self, cfg, cred)
 
     @property
     def online(self):
@@ -80,13 +61,11 @@ class Session:
         if d > 0:
             sleep_ms(min(d, wait_ms))
         if d <= wait_ms:
-            from aliyun_iot import dial
-
-            try:
-                up = dial.retry(self)
-            finally:
-                dial = None
-                forget("dial", "neterr")  # connection-time code, gone before the link is made
+            # The lost link's garbage collected from this frame, before dial's code is loaded (a collection
+            # that an allocation starts deep in the import found less room); the connection-time code gone
+            # before the link is made.
+            forget()
+            up = _stage("dial", "retry", ("neterr",), self)
             if up:  # the Link (a deadline on every read), and the subscriptions, pipelined
                 from aliyun_iot.link import Link
 

@@ -10,12 +10,9 @@ from binascii import hexlify
 from aliyun_iot import IotError
 
 PATH = "aliyun_iot.cred"
-_VERSION = 1
-_MAX_FILE = 1024
-_MAX_FIELD = 256
+# The file's version is 1, it is at most 1024 bytes, each field at most 256 characters. No const() (the
+# host tools import this module on CPython) and no other module-level names: each is a qstr, for good.
 _FIELDS = {"secret": ("ds",), "token": ("cid", "tok")}
-_ENOENT = 2
-_ENOSPC = 28
 
 
 def _check(cred):
@@ -23,10 +20,10 @@ def _check(cred):
     names = _FIELDS.get(kind)
     if names is None:
         raise IotError("credential kind must be secret or token, got %r" % (kind,), "corrupt")
-    parts = [str(_VERSION), kind]
+    parts = [str(1), kind]  # the version: a one-character string constant would be a qstr
     for k in ("pk", "dn") + names:
         v = cred.get(k)
-        if not isinstance(v, str) or not 0 < len(v) <= _MAX_FIELD:
+        if not isinstance(v, str) or not 0 < len(v) <= 256:
             raise IotError("credential field %s missing or invalid" % k, "corrupt")
         parts.append(v)
     return hexlify(hashlib.sha256("\n".join(parts).encode()).digest()).decode()[:16]
@@ -34,7 +31,7 @@ def _check(cred):
 
 def encode(cred):
     """Bytes of the credential file for cred (a dict: kind, pk, dn and ds, or cid and tok)."""
-    d = {"v": _VERSION, "kind": cred["kind"], "pk": cred["pk"], "dn": cred["dn"]}
+    d = {"v": 1, "kind": cred["kind"], "pk": cred["pk"], "dn": cred["dn"]}
     for k in _FIELDS.get(cred["kind"], ()):
         d[k] = cred[k]
     d["chk"] = _check(cred)
@@ -47,7 +44,7 @@ def decode(data):
         d = json.loads(data)
     except ValueError:
         raise IotError("credential file is corrupt (not JSON)", "corrupt")
-    if not isinstance(d, dict) or d.get("v") != _VERSION:
+    if not isinstance(d, dict) or d.get("v") != 1:
         raise IotError("credential file is corrupt or of an unknown version", "corrupt")
     cred = {"kind": d.get("kind"), "pk": d.get("pk"), "dn": d.get("dn")}
     for k in _FIELDS.get(d.get("kind"), ()):
@@ -62,25 +59,18 @@ def load(path=PATH):
     try:
         f = open(path, "rb")
     except OSError as e:
-        if e.args[0] == _ENOENT:
+        if e.args[0] == 2:  # ENOENT
             return None
         raise IotError("cannot open %s: %s" % (path, e), "io")
     try:
-        size = f.seek(0, 2)  # read what is there: a buffer of _MAX_FILE would be allocated up front
+        size = f.seek(0, 2)  # read what is there: a buffer of the largest would be allocated up front
         f.seek(0)
-        data = f.read(min(size, _MAX_FILE + 1))
+        data = f.read(min(size, 1025))
     finally:
         f.close()
-    if len(data) > _MAX_FILE:
+    if len(data) > 1024:
         raise IotError("credential file is corrupt (too large)", "corrupt")
     return decode(data)
-
-
-def _remove(path):
-    try:
-        os.remove(path)
-    except OSError:
-        pass
 
 
 def save(cred, path=PATH, overwrite=False):
@@ -98,11 +88,14 @@ def save(cred, path=PATH, overwrite=False):
         with open(tmp, "wb") as f:
             n = f.write(data)
         if n != len(data):
-            raise OSError(_ENOSPC)
+            raise OSError(28)  # ENOSPC
         os.rename(tmp, path)
     except OSError as e:
-        _remove(tmp)
-        if e.args[0] == _ENOSPC:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        if e.args[0] == 28:
             raise IotError("flash is full: credential not written, previous state kept", "full")
         raise IotError("writing the credential failed: %s" % e, "io")
     if load(path) != cred:
