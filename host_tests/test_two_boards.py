@@ -13,7 +13,8 @@ what the policy allows (a fixed backoff: in under a second); then:
 - each board's i-th wait (its kick report to its next connection, on its own clock) is at least the lower end
   of the i-th backoff step, min(backoff_ms * 2**(i-1), cap / 2): the waits grow (a fixed backoff fails here);
 - the connections of both boards together stay within what the policy allows in the run's time: the waits are
-  serial (only the board kicked off is offline), so their lower ends must fit in it.
+  serial (only the board kicked off is offline) and every link is lost young (the run is under a minute), so
+  the lower ends of their steps must fit in it.
 The same at the default policy's scale, for figures only: TWO_BOARDS_DEFAULT=180 runs it 3 minutes
 (skipped in the suite).
 """
