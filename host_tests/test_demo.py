@@ -31,7 +31,8 @@ def test_demo_first_boot_then_registration_skipped(tmp_path, secret_guard):
     # The property post and the platform's acknowledgement, as the README says the demo shows them.
     post, ack = first.split("acknowledgement")[1].splitlines()[1:3]
     assert "device->  /sys/a1DemoProd01/" in post and "/property/post  " in post
-    assert '"params": {"online": 1}' in post and '"method": "thing.event.property.post"' in post
+    body = json.loads(post[post.index("{"):])
+    assert body["params"] == {"online": 1} and body["method"] == "thing.event.property.post"
     assert "->device  /sys/a1DemoProd01/" in ack and "/property/post_reply" in ack and '{"code":200,' in ack
     assert "credential: present" in r.stdout
     # Nothing left running: no process still has the demo's work directory on its command line.
