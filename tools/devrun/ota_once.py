@@ -1,7 +1,8 @@
-# One power-on of an OTA-capable board (cwd: the flash): boot.py (the loader) first, as on the board, then
-# the session. argv[1], the mode: "plain" comes online without the OTA service; "hook" starts it
-# (otahook.start); "update" starts it and waits for a task to reset the board (machine.reset leaves with
-# SystemExit here: printed as RESET); "trial" starts it and waits until the bundle on trial is kept (KEPT).
+# One power-on of an OTA-capable board (cwd: the flash), argv[1] the mode: "plain" comes online without
+# the OTA service; "hook" starts it (otahook.start); "update" starts it and waits for a task to reset the
+# board (machine.reset leaves with SystemExit here: printed as RESET; a failed task: NO-RESET once
+# reported); "trial" runs the loader (boot.py) first, as on the board, starts the service and waits until
+# the bundle on trial is kept (KEPT).
 # argv[2]: seconds to wait at most. Once online: HELD, gc.mem_alloc() after gc.collect().
 # "plain" and "hook" boot the factory layout as tools/devrun/boot_once.py does, without the loader: here
 # boot.py's imports (the machine shim) stay in the GC heap, about 8 KiB, where a board has them in ROM.
@@ -30,6 +31,14 @@ def _trial():
 
 if mode == "trial" and _trial():
     print("TRIAL")  # the loader runs the bundle on trial
+def _exists(path):
+    try:
+        os.stat(path)
+        return True
+    except OSError:
+        return False
+
+
 try:
     s = aliyun_iot.connect()
     if mode != "plain":
@@ -44,7 +53,10 @@ try:
             print("KEPT")
             s.check(200)
             break
-        if mode in ("plain", "hook") and time.ticks_diff(time.ticks_ms(), t0) > 1000:
+        if mode == "plain" or mode == "hook" and time.ticks_diff(time.ticks_ms(), t0) > 300:
+            break  # the service's first exchange (version reported, pending task asked for) done
+        if mode == "update" and s.connects >= 2 and s.online and not _exists("ota/report"):
+            print("NO-RESET")  # the task failed, reported once the link came back
             break
     gc.collect()
     if hasattr(gc, "mem_alloc"):
