@@ -210,8 +210,8 @@ class OtaProbe:
                 time.sleep(0.02)
             time.sleep(0.3)  # the version reported and a pending task asked for
             n_at = len(self._seen().get("at", []))
+            pushed = time.time()  # the console's `ota push` starts (a CPython process, ~0.1 s)
             version = self._push()
-            pushed = time.time()
             p.wait(timeout=60)
             t.join(5)
             reset = at("RESET 99")
@@ -290,7 +290,8 @@ def table(r, baseline_bytes=None):
                       "and "
             "shims as .mpy; the console pushes the task to a board online with the OTA service "
             "started. Wall time per phase from the board's console lines and the emulator's record, "
-            "the median of %d runs (the task's arrival includes the emulator noticing the push)."
+            "the median of %d runs. The first phase starts with the console's `ota push` (a CPython "
+            "process) and ends at the board's 'ota: task' line."
             % (r["size"], len(r["runs"])),
             width=108,
         ),
