@@ -39,6 +39,17 @@ def test_bench_short_pass_produces_every_figure(tmp_path):
                                  "mpy_package"}
     assert all(g["met"] == (g["value"] <= g["goal"]) for g in res["goals"].values())
     assert r.stdout.count("goal ") == 5 and r.stdout.count(": met") + r.stdout.count(": MISSED") == 5
+    # One whole OTA update: every phase timed, in order (the whole no less than its parts); its smallest heap
+    # above a normal boot's with the service, which is above one without; the service holds a little.
+    ota = res["ota"]
+    assert ota["rtt_ms"] == 0 and len(ota["runs"]) == 1 and ota["size"] > 10000
+    phases = ("task", "switched", "online", "kept", "informed")
+    assert all(ota["ms"][k] >= 0 for k in phases) and ota["ms"]["switched"] > 0 and ota["ms"]["online"] > 0
+    assert ota["ms"]["total"] >= sum(ota["ms"][k] for k in phases) - 1
+    assert ram["baseline_bytes"] < ota["plain_bytes"] <= ota["hook_bytes"] < ota["update_bytes"] < 262144
+    assert ota["update_bytes"] % ota["step_bytes"] == 0 and ota["bench_seconds"] > 0
+    assert 0 < ota["hook_held_extra"] < 4096 and ota["plain_held"] > ram["baseline_held"]
+    assert "OTA UPDATE" in r.stdout and "whole update (both boots)" in r.stdout
     # Each client's floor is one its median can reach: the SDK's TLS 1.3 floor is lower than the firmware's.
     assert "firmware (TLS 1.2)" in r.stdout and "sdk (TLS 1.3)" in r.stdout
     tls = res["tls"]

@@ -5,7 +5,9 @@ the wall time, that time in round trips, and each client's floor (the fewest rou
 allows through the proxy). Also: the package's .mpy size per architecture, the GC heap (tools/ram.py: the
 smallest -X heapsize of a bare umqtt.simple TLS baseline, a normal boot and a first boot, with their goals
 met or missed), mbedTLS's own memory (tools/tlsmem: the handshake's peak, what a connection holds, what
-one more TLS session costs) and the board's budget: both next to the ESP32's free RAM after Wi-Fi.
+one more TLS session costs) and the board's budget: both next to the ESP32's free RAM after Wi-Fi. And one
+whole OTA update (tools/otabench.py): its phases' wall time, the smallest heap it succeeds with, the heap the
+OTA service holds.
 
 Writes bench/results/bench.json and bench/results/bench.png and prints the tables. Secrets never leave the
 emulator's state directory: the SDK and the firmware print lengths and fingerprints only.
@@ -22,7 +24,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from tools import deploy, ram, tlsmem
+from tools import deploy, otabench, ram, tlsmem
 from tools.board import load_board
 from tools.devrun import board_flash, boot, compile_firmware
 from tools.emulator.process import EmulatorProcess
@@ -327,6 +329,8 @@ def table(results):
         tls_table(results["tls"]),
         "",
         budget_table(results["budget"]),
+        "",
+        otabench.table(results["ota"], results["ram"]["baseline_bytes"]),
     ])
 
 
@@ -449,6 +453,8 @@ def main(argv=None):
             _say(str(e))
             results["tls"] = {"unavailable": str(e)}
         results["budget"] = budget(results["ram"], results["tls"])
+        _say("OTA: whole updates against the emulator, timed; the smallest heap an update succeeds with")
+        results["ota"] = otabench.figures(Path(work) / "ota", runs=a.repeat)
         results["goals"] = ram.goals(results["ram"])
     _say("compiling the package with mpy-cross")
     results["mpy_bytes"] = mpy_sizes()
