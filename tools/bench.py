@@ -193,7 +193,8 @@ def budget(ram_r, tls_r):
         edge, tls = ram_r[which + "_kib"], _kib(tls_r[tls_key])
         out[which] = {"gc_edge_kib": edge, "tls_peak_kib": tls, "needed_kib": round(edge + tls, 2),
                       "left_kib": round(avail - edge - tls, 2)}
-    # Connected (the link's TLS held), then another session's handshake on top (an OTA download).
+    # Connected (the link's TLS held), then another session's handshake on top (what an OTA download would
+    # cost beside the link: why it closes the link first).
     extra, held = _kib(tls_r["second_peak_extra"]), _kib(tls_r["second_held_extra"])
     tls = round(_kib(tls_r["held_connected"]) + extra, 2)
     need = round(ram_r["normal_kib"] + tls, 2)
@@ -271,7 +272,7 @@ def tls_table(t):
             "%d blocks; record buffers %d B" % (t["held_connected_blocks"], t["held_connected_buffers"])),
         row("peak while connected (5 posts and replies)", t["connected_peak"]),
         row("one more TLS session: its handshake", t["second_peak_extra"],
-            "on top of the link (an OTA download)"),
+            "on top of the link (why an OTA download closes the link first)"),
         row("one more TLS session: held while open", t["second_held_extra"],
             "buffers do not grow with a download"),
         row("a context with an RSA-2048 CA loaded", t["parsed_cert"], "what a parsed certificate holds"),
@@ -308,8 +309,9 @@ def budget_table(b):
         row("= needed at the handshake", "needed_kib"),
         row("free after Wi-Fi, less the task stack", value=avail),
         row("left for the application", "left_kib"),
-        _para("+1 TLS session: a normal boot, connected (its link's TLS held), while another session, an OTA "
-              "download, makes its handshake: %.2f KiB more at the handshake, %.2f KiB while it is open. "
+        _para("+1 TLS session: a normal boot, connected (its link's TLS held), while another session makes "
+              "its handshake: %.2f KiB more at the handshake, %.2f KiB while it is open (an OTA download closes "
+              "the link first, so an update needs the normal boot's column). "
               "The GC heap's first block, %d KiB on the ESP32 (MICROPY_GC_INITIAL_HEAP_SIZE), is taken at "
               "start-up: what the package leaves of it is the application's first Python heap."
               % (b["second"]["handshake_kib"], b["second"]["held_kib"], b["gc_first_block_kib"]), "  "),
@@ -378,7 +380,7 @@ def _ram_panel(ax, results):
     goals = [r["baseline_kib"] * 1.5, r["baseline_kib"] * 1.8]
     tls = []
     if b:
-        names.append("+1 TLS session\n(OTA while MQTT up)")
+        names.append("+1 TLS session\n(beside the link)")
         gc.append(r["normal_kib"])
         goals.append(None)
         tls = [b[k]["tls_peak_kib"] for k in ("normal", "first", "second")]
