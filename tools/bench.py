@@ -310,8 +310,8 @@ def budget_table(b):
         row("free after Wi-Fi, less the task stack", value=avail),
         row("left for the application", "left_kib"),
         _para("+1 TLS session: a normal boot, connected (its link's TLS held), while another session makes "
-              "its handshake: %.2f KiB more at the handshake, %.2f KiB while it is open (an OTA download closes "
-              "the link first, so an update needs the normal boot's column). "
+              "its handshake: %.2f KiB more at the handshake, %.2f KiB while it is open (an OTA download "
+              "closes the link first, so an update needs the normal boot's column). "
               "The GC heap's first block, %d KiB on the ESP32 (MICROPY_GC_INITIAL_HEAP_SIZE), is taken at "
               "start-up: what the package leaves of it is the application's first Python heap."
               % (b["second"]["handshake_kib"], b["second"]["held_kib"], b["gc_first_block_kib"]), "  "),
