@@ -159,19 +159,7 @@ class OtaProbe:
         return run
 
     def smallest(self, run, lo, hi, step=STEP, window=WINDOW):
-        """As tools.ram.RamProbe.smallest, in steps of `step` bytes."""
-        if not run(hi)[0]:
-            return None
-        while hi - lo > step:
-            mid = (lo + hi) // 2 // step * step
-            lo, hi = (lo, mid) if run(mid)[0] else (mid, hi)
-        while True:
-            bad = [h for h in range(hi + step, hi + window + 1, step) if not run(h)[0]]
-            if not bad:
-                return hi
-            hi = bad[-1] + step
-            while not run(hi)[0]:
-                hi += step
+        return ram.smallest(run, lo, hi, window, step)
 
     def timed(self):
         """One update at the port's default heap, timed: {phase: ms}."""

@@ -44,6 +44,26 @@ def _held(stdout):
     return None
 
 
+def smallest(run, lo=2048, hi=262144, window=WINDOW, step=STEP):
+    """The smallest heap in bytes (a multiple of step) with which run(heap) comes online, and with each
+    step up to `window` bytes above it too (None: not even hi). The edge is not monotonic: the heap's
+    fragmentation decides whether an allocation of a few hundred bytes finds room, so a larger heap can
+    fail where a smaller one passed. A binary search finds an edge; the answer is moved above any failure
+    near it."""
+    if not run(hi)[0]:
+        return None
+    while hi - lo > step:
+        mid = (lo + hi) // 2 // step * step
+        lo, hi = (lo, mid) if run(mid)[0] else (mid, hi)
+    while True:
+        bad = [h for h in range(hi + step, hi + window + 1, step) if not run(h)[0]]
+        if not bad:
+            return hi
+        hi = bad[-1] + step
+        while not run(hi)[0]:
+            hi += step
+
+
 class RamProbe:
     """An emulator and the compiled firmware in `work`; start() before use, stop() after.
 
@@ -168,23 +188,8 @@ class RamProbe:
         return all(run(h)[0] for h in range(heap, heap + window + 1, step))
 
     def smallest(self, run, lo=2048, hi=262144, window=WINDOW, step=STEP):
-        """The smallest heap in bytes (a multiple of step) with which run(heap) comes online, and with each
-        step up to `window` bytes above it too (None: not even hi). The edge is not monotonic: the heap's
-        fragmentation decides whether an allocation of a few hundred bytes finds room, so a larger heap can
-        fail where a smaller one passed. A binary search finds an edge; the answer is moved above any failure
-        near it."""
-        if not run(hi)[0]:
-            return None
-        while hi - lo > step:
-            mid = (lo + hi) // 2 // step * step
-            lo, hi = (lo, mid) if run(mid)[0] else (mid, hi)
-        while True:
-            bad = [h for h in range(hi + step, hi + window + 1, step) if not run(h)[0]]
-            if not bad:
-                return hi
-            hi = bad[-1] + step
-            while not run(hi)[0]:
-                hi += step
+        """smallest(), this probe's runs."""
+        return smallest(run, lo, hi, window, step)
 
 
 # What a normal boot never imports: first-boot code, what only a failure or a rare event loads, and roots
