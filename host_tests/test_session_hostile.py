@@ -14,24 +14,15 @@ import time
 import pytest
 
 from host_tests.plugins.runtimes import assert_device_ok, device_script, run_script
-from host_tests.plugins.wire import read_exact, read_header, tcp_server, trickled_handshake
+from host_tests.plugins.wire import read_exact, read_header, tcp_server, trickled_handshake, varint
 
 PK = "pkHostile1"
-
-
-def _varint(n):
-    out = bytearray()
-    while True:
-        n, d = divmod(n, 128)
-        out.append(d | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
 
 
 def publish(topic, payload, qos=0, pid=1, dup=False):
     t = topic.encode()
     body = len(t).to_bytes(2, "big") + t + (pid.to_bytes(2, "big") if qos else b"") + payload
-    return bytes((0x30 | qos << 1 | (8 if dup else 0),)) + _varint(len(body)) + body
+    return bytes((0x30 | qos << 1 | (8 if dup else 0),)) + varint(len(body)) + body
 
 
 def _nested(n):

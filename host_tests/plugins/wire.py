@@ -2,6 +2,7 @@
 
     raw_tls(emu, port=None)                      a verifying TLS socket to the emulator's MQTT port
     connect_packet(client_id, username, password, keepalive=60) -> bytes of an MQTT 3.1.1 CONNECT
+    varint(n) -> bytes of an MQTT remaining length
     read_exact(sock, n), read_header(sock) -> (first byte, remaining length), read_packet(sock, limit)
     https_register(emu, pk, dn, ps, method=..., path=..., sign_value=None) -> (HTTP status, reply dict)
     tcp_server(handler, name)                    with: a raw TCP server for a device script; gives its port
@@ -54,7 +55,8 @@ def _string(text):
     return len(data).to_bytes(2, "big") + data
 
 
-def _varint(n):
+def varint(n):
+    """MQTT's variable-length integer (a remaining length)."""
     out = bytearray()
     while True:
         n, digit = divmod(n, 128)
@@ -66,7 +68,7 @@ def _varint(n):
 def connect_packet(client_id, username, password, keepalive=60):
     body = _string("MQTT") + bytes([4, 0xC2]) + keepalive.to_bytes(2, "big")
     body += _string(client_id) + _string(username) + _string(password)
-    return b"\x10" + _varint(len(body)) + body
+    return b"\x10" + varint(len(body)) + body
 
 
 def read_exact(sock, n):
